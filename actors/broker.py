@@ -1,0 +1,66 @@
+"""The Dramatiq broker, bound at import from ``REDIS_URL``, as Dramatiq's ``@actor`` requires.
+
+This is the one module that does I/O setup at import time (the client connects lazily, on first
+use). Its middleware are the stock ones we need plus Callboard's own:
+- ``TimeLimit``: a task attempt that runs past its type's limit is interrupted and failed.
+- ``PeriodiqMiddleware``: drops a rebalance message older than one period, so a backlog of
+  stale rebalances never runs.
+- ``LedgerSetup``, ``WorkerHeartbeat``, ``GracefulStop``: connect to PostgreSQL at boot, publish
+  the heartbeat, make stop signals idempotent.
+Dramatiq's ``Retries`` is left out on purpose: the ledger and the rebalance own retry and
+recovery, so a failure never silently re-runs a task.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+import redis
+from dramatiq.middleware import TimeLimit
+from periodiq import PeriodiqMiddleware
+
+from actors import worker_state
+from actors.graceful_stop import GracefulStop
+from actors.heartbeat import WorkerHeartbeat
+from actors.ledger_broker import LedgerRedisBroker
+from actors.ledger_setup import LedgerSetup
+from settings import Settings, get_settings
+
+#: Seconds to wait for Redis to accept a connection, and for any one reply.
+REDIS_CONNECT_TIMEOUT = 5
+REDIS_SOCKET_TIMEOUT = 15
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A Redis client with timeouts, so a lost Redis fails calls instead of hanging them."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+        socket_timeout=REDIS_SOCKET_TIMEOUT,
+        socket_keepalive=True,
+        health_check_interval=30,
+    )
+
+
+def make_broker(settings: Settings) -> LedgerRedisBroker:
+    """Build the broker and its middleware from ``settings``."""
+    client = redis_client(settings.redis_url)
+    state = worker_state.current
+    return LedgerRedisBroker(
+        client=client,
+        middleware=[
+            TimeLimit(),
+            PeriodiqMiddleware(skip_delay=settings.rebalance_period),
+            LedgerSetup(settings.database_url),
+            WorkerHeartbeat(
+                state,
+                client,
+                interval=settings.heartbeat_interval,
+                ttl=settings.heartbeat_ttl,
+            ),
+            GracefulStop(state, timeout=settings.shutdown_timeout),
+        ],
+    )
+
+
+broker = make_broker(get_settings())
+dramatiq.set_broker(broker)

@@ -1,0 +1,96 @@
+"""Dramatiq's Redis broker, adapted so that the ledger can see which tasks have a message.
+
+Two changes to the stock ``RedisBroker``, both small:
+
+* A message's Redis id is its Dramatiq ``message_id``, and a task's message id is the task id.
+  The rebalance can then ask Redis "is there still a message for task X?" with one ``HEXISTS``
+  per task instead of scanning every message body. (Stock Dramatiq uses a fresh uuid per enqueue
+  because its Retries middleware re-enqueues the same message; our task actors never use Dramatiq
+  retries, and a re-enqueue goes to the delay queue, a different hash, so ids never clash.)
+* ``run_maintenance`` runs the broker's own dead-worker maintenance on demand. Stock Dramatiq runs
+  it on 0.1 % of commands, so a dead worker's messages could stay stranded for many minutes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis, dq_name
+from dramatiq.message import Message
+
+
+class LedgerRedisBroker(RedisBroker):
+    """A ``RedisBroker`` whose messages are addressable by id, with on-demand maintenance."""
+
+    def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
+        """Enqueue ``message`` under its own id, optionally delayed by ``delay`` milliseconds."""
+        message = self._addressed(message, delay)
+        self.emit_before("enqueue", message, delay)
+        self.do_enqueue(message.queue_name, message.message_id, message.encode())
+        self.emit_after("enqueue", message, delay)
+        return message
+
+    def enqueue_many(self, messages: Sequence[tuple[Message, int | None]]) -> None:
+        """Enqueue many ``(message, delay)`` pairs in one Redis round trip (a pipeline)."""
+        pipeline = self.client.pipeline(transaction=False)
+        dispatch = self.scripts["dispatch"]
+        addressed = [(self._addressed(message, delay), delay) for message, delay in messages]
+        for message, delay in addressed:
+            self.emit_before("enqueue", message, delay)
+            args = self._dispatch_args(
+                "enqueue", message.queue_name, message.message_id, message.encode()
+            )
+            dispatch(keys=[self.namespace], args=args, client=pipeline)
+        pipeline.execute()
+        for message, delay in addressed:
+            self.emit_after("enqueue", message, delay)
+
+    def messages_present(self, queue_name: str, message_ids: Iterable[str]) -> dict[str, bool]:
+        """Tell, for each id, whether a message with it is stored for ``queue_name``.
+
+        A stored message is either waiting, delayed, or fetched by a worker and not acked yet.
+        """
+        ids = list(message_ids)
+        pipeline = self.client.pipeline(transaction=False)
+        for name in (queue_name, dq_name(queue_name)):
+            for message_id in ids:
+                pipeline.hexists(f"{self.namespace}:{name}.msgs", message_id)
+        found = pipeline.execute()
+        waiting, delayed = found[: len(ids)], found[len(ids) :]
+        return {mid: bool(w or d) for mid, w, d in zip(ids, waiting, delayed, strict=True)}
+
+    def run_maintenance(self, queue_names: Iterable[str]) -> None:
+        """Requeue the unacked messages of dead broker processes on each queue, now."""
+        dispatch = self.scripts["dispatch"]
+        for queue_name in queue_names:
+            for name in (queue_name, dq_name(queue_name)):
+                dispatch(
+                    keys=[self.namespace],
+                    args=self._dispatch_args("maintain", name, maintenance=True),
+                )
+
+    def _addressed(self, message: Message, delay: int | None) -> Message:
+        # Stock enqueue(), but the Redis id is the message id; a delayed message goes to the
+        # queue's delay queue with its eta.
+        message = message.copy(options={"redis_message_id": message.message_id})
+        if delay is None:
+            return message
+        return message.copy(
+            queue_name=dq_name(message.queue_name), options={"eta": current_millis() + delay}
+        )
+
+    def _dispatch_args(self, command: str, queue_name: str, *args, maintenance: bool = False):
+        # The argument layout of dramatiq's dispatch.lua; "maintain" matches no command in it, so
+        # the script only does its maintenance step.
+        return [
+            command,
+            current_millis(),
+            queue_name,
+            self.broker_id,
+            self.heartbeat_timeout,
+            self.dead_message_ttl,
+            int(maintenance),
+            self._max_unpack_size(),
+            *args,
+        ]

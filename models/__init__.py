@@ -1,0 +1,1 @@
+"""The PostgreSQL ledger: connection, schema migrations, the task model and its transitions."""

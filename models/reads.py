@@ -1,0 +1,98 @@
+"""Read-only queries of the ledger: one task, a page of tasks, a task's history, recent repairs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import uuid
+from datetime import datetime
+
+from models.errors import TaskNotFound
+from models.tables import RebalanceRun, Task, TaskEvent
+
+#: Page size of ``list_tasks`` when the caller names none, and the largest allowed.
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this service did not issue."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    """Tasks newest first, and the cursor of the next page (``None`` on the last one)."""
+
+    tasks: list[Task]
+    next_cursor: str | None
+
+
+def get_task(task_id: uuid.UUID) -> Task:
+    """Return the task with ``task_id``.
+
+    Raises:
+        TaskNotFound: no such task.
+    """
+    task = Task.get_or_none(Task.id == task_id)
+    if task is None:
+        raise TaskNotFound(str(task_id))
+    return task
+
+
+def list_tasks(
+    *,
+    status: str | None = None,
+    type: str | None = None,
+    limit: int = DEFAULT_PAGE_SIZE,
+    cursor: str | None = None,
+) -> Page:
+    """Return one page of tasks, newest first, in a stable order (``created_at``, then ``id``)."""
+    query = Task.select()
+    if status:
+        query = query.where(Task.status == status)
+    if type:
+        query = query.where(Task.type == type)
+    if cursor:
+        created_at, last_id = decode_cursor(cursor)
+        query = query.where(
+            (Task.created_at < created_at) | ((Task.created_at == created_at) & (Task.id < last_id))
+        )
+    rows = list(query.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit + 1))
+    tasks, more = rows[:limit], len(rows) > limit
+    return Page(tasks, encode_cursor(tasks[-1]) if more else None)
+
+
+def task_events(task_id: uuid.UUID) -> list[TaskEvent]:
+    """Return a task's history, oldest first.
+
+    Raises:
+        TaskNotFound: no such task.
+    """
+    get_task(task_id)
+    return list(TaskEvent.select().where(TaskEvent.task_id == task_id).order_by(TaskEvent.id))
+
+
+def recent_rebalance_runs(limit: int = 20) -> list[RebalanceRun]:
+    """Return the latest runs of the repair loop, newest first."""
+    return list(RebalanceRun.select().order_by(RebalanceRun.started_at.desc()).limit(limit))
+
+
+def encode_cursor(task: Task) -> str:
+    """An opaque cursor pointing just after ``task`` in newest-first order."""
+    raw = f"{task.created_at.isoformat()}|{task.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """Parse a cursor made by ``encode_cursor``.
+
+    Raises:
+        InvalidCursor: the cursor is malformed.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, task_id = raw.split("|")
+        return datetime.fromisoformat(created_at), uuid.UUID(task_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor(f"{cursor!r} is not a cursor issued by this service") from None

@@ -1,0 +1,56 @@
+"""``python -m web``: migrate the schema, then serve the API with waitress on ``$PORT``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from models.db import UNAVAILABLE_ERRORS, close_connection, database, init_database
+from models.migrate import migrate
+from settings import get_settings
+from web.app import create_app
+from web.server import serve
+
+#: How long the web process waits for PostgreSQL at boot before giving up.
+BOOT_DATABASE_DEADLINE = 60.0
+
+logger = logging.getLogger("callboard.web")
+
+
+def main() -> int:
+    """Run the web process until SIGTERM or SIGINT; exit 0 after a graceful drain."""
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    init_database(settings.database_url)
+    _migrate_when_reachable()
+    app = create_app(settings)
+    return serve(
+        app,
+        host="0.0.0.0",
+        port=settings.port,
+        threads=settings.web_threads,
+        shutdown_timeout=settings.web_shutdown_timeout,
+        on_shutdown=close_connection,
+    )
+
+
+def _migrate_when_reachable() -> None:
+    deadline = time.monotonic() + BOOT_DATABASE_DEADLINE
+    while True:
+        try:
+            migrate(database)
+            close_connection()
+            return
+        except UNAVAILABLE_ERRORS as exc:
+            close_connection()
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("PostgreSQL is unavailable at boot (%s); retrying in 2 s.", exc)
+            time.sleep(2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Operator endpoints: liveness, readiness, workers, and the repair loop's recent runs."""
+
+from __future__ import annotations
+
+import falcon
+import redis
+
+from actors.heartbeat import live_workers
+from actors.ledger_broker import LedgerRedisBroker
+from models import reads
+from models.db import UNAVAILABLE_ERRORS, database, drop_broken_connection
+from web.errors import Problem
+from web.representations import rebalance_run_json
+
+
+class HealthResource:
+    """``/healthz``: the web process is up. Touches nothing else."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"status": "ok"}
+
+
+class ReadyResource:
+    """``/readyz``: PostgreSQL and Redis are reachable; 503 naming the one that is not."""
+
+    def __init__(self, broker: LedgerRedisBroker) -> None:
+        self.broker = broker
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        checks = {"postgres": self._postgres(), "redis": self._redis()}
+        down = [name for name, state in checks.items() if state != "ok"]
+        if down:
+            raise Problem(
+                falcon.HTTP_503,
+                title="Not ready",
+                detail=f"Unreachable: {', '.join(down)}.",
+                headers={"Retry-After": "5"},
+                checks=checks,
+            )
+        resp.media = {"status": "ready", "checks": checks}
+
+    def _postgres(self) -> str:
+        try:
+            database.execute_sql("SELECT 1").fetchone()
+            return "ok"
+        except UNAVAILABLE_ERRORS as exc:
+            drop_broken_connection()
+            return f"unreachable: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+
+    def _redis(self) -> str:
+        try:
+            self.broker.client.ping()
+            return "ok"
+        except redis.RedisError as exc:
+            return f"unreachable: {exc}"
+
+
+class WorkersResource:
+    """``/workers``: live workers from their heartbeats."""
+
+    def __init__(self, broker: LedgerRedisBroker) -> None:
+        self.broker = broker
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        try:
+            workers = live_workers(self.broker.client)
+        except redis.RedisError as exc:
+            raise Problem(
+                falcon.HTTP_503,
+                title="Service unavailable",
+                detail=f"Redis, which holds the heartbeats, is unreachable: {exc}",
+                headers={"Retry-After": "5"},
+            ) from None
+        resp.media = {"workers": workers}
+
+
+class RebalanceResource:
+    """``/rebalance``: the latest runs of the repair loop, newest first."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        limit = req.get_param_as_int("limit", min_value=1, max_value=200, default=20)
+        resp.media = {"runs": [rebalance_run_json(r) for r in reads.recent_rebalance_runs(limit)]}
