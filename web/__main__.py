@@ -34,6 +34,8 @@ def main() -> int:
         threads=settings.web_threads,
         shutdown_timeout=settings.web_shutdown_timeout,
         on_shutdown=close_connection,
+        # Chunked bodies have no Content-Length for BodyLimit to check: waitress caps them too.
+        max_request_body_size=settings.max_body_bytes,
     )
 
 

@@ -34,15 +34,18 @@ def serve(
     threads: int,
     shutdown_timeout: float,
     on_shutdown: Callable[[], object] | None = None,
+    **waitress_options: Any,
 ) -> int:
     """Serve the WSGI `app` with waitress until SIGTERM or SIGINT; then stop accepting new
     connections, let in-flight requests finish (bounded by shutdown_timeout seconds), close idle
     keep-alive connections, call on_shutdown() (if given; e.g. to close DB pools), and return 0.
     A second SIGTERM/SIGINT during the drain does not abort it (honcho and PaaS may signal twice).
 
-    Must be called from the main thread, because it installs signal handlers.
+    ``waitress_options`` are passed on to ``waitress.create_server`` (e.g.
+    ``max_request_body_size``). Must be called from the main thread, because it installs signal
+    handlers.
     """
-    server = waitress.create_server(app, host=host, port=port, threads=threads)
+    server = waitress.create_server(app, host=host, port=port, threads=threads, **waitress_options)
     socket_map = _socket_map(server)
     listeners = [d for d in socket_map.values() if isinstance(d, BaseWSGIServer)]
     stop = _StopRequest(wake=listeners[0].pull_trigger)

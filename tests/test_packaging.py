@@ -1,0 +1,35 @@
+"""The deploy files agree with setup.cfg and the Procfile."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _install_requires() -> list[str]:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    return [line.strip() for line in config["options"]["install_requires"].splitlines() if line]
+
+
+def test_requirements_txt_pins_exactly_what_setup_cfg_requires():
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    pinned = [line for line in lines if line and not line.startswith(("#", "-e"))]
+    assert pinned == _install_requires()
+    assert all("==" in requirement for requirement in pinned)
+
+
+def test_the_procfile_declares_web_worker_and_scheduler_run_with_exec():
+    entries = dict(
+        line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line
+    )
+    assert sorted(entries) == ["scheduler", "web", "worker"]
+    # exec: the signal reaches the process itself and its exit code is the one honcho reports.
+    assert all(command.startswith("exec ") for command in entries.values())
+    assert "--threads ${CALLBOARD_WORKER_THREADS:-5}" in entries["worker"]
+
+
+def test_python_version_matches_python_requires():
+    assert (ROOT / ".python-version").read_text().strip() == "3.11"
