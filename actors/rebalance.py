@@ -109,8 +109,10 @@ def _recover_dead_workers(broker, db, settings: Settings, report: RebalanceRepor
             "SELECT DISTINCT worker FROM tasks WHERE status = 'running' AND worker IS NOT NULL"
         )
     ]
+    # Checked on every run, so that the marker's age counts from Redis's first run with data.
+    trustworthy = heartbeat.liveness_is_trustworthy(broker.client, settings.heartbeat_ttl)
     dead = heartbeat.dead_among(broker.client, holders)
-    if dead and not heartbeat.liveness_is_trustworthy(broker.client, settings.heartbeat_ttl):
+    if dead and not trustworthy:
         logger.warning(
             "Redis lost its data recently; not judging workers %r dead until they had time to "
             "beat again.",

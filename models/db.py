@@ -13,6 +13,7 @@ import contextlib
 import os
 import socket
 
+import peewee
 import psycopg2
 from peewee import PostgresqlDatabase
 from playhouse.db_url import parse
@@ -20,8 +21,14 @@ from playhouse.db_url import parse
 #: Seconds to wait for a TCP connection: a down database must fail fast, not hang a request.
 DEFAULT_CONNECT_TIMEOUT = 5
 
-#: The errors that mean "the database is unreachable or the connection is gone".
-UNAVAILABLE_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+#: The errors that mean "the database is unreachable or the connection is gone" (peewee re-raises
+#: psycopg2's as its own classes of the same names).
+UNAVAILABLE_ERRORS = (
+    peewee.OperationalError,
+    peewee.InterfaceError,
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+)
 
 database = PostgresqlDatabase(None)
 

@@ -35,8 +35,7 @@ def problem_document(error: falcon.HTTPError) -> dict:
         "title": error.title,
         "status": error.status_code,
     }
-    if error.description:
-        document["detail"] = error.description
+    document["detail"] = error.description or f"{error.title}."
     document.update(getattr(error, "extensions", {}))
     return document
 

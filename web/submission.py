@@ -39,10 +39,11 @@ def submission_errors(body: Any, prefix: str = "") -> list[dict]:
         _error(prefix + name, "is not a known field")
         for name in sorted(set(body) - SUBMISSION_FIELDS)
     ]
+    errors.extend(_nul_errors(body, prefix.rstrip(".")))
     task_type = body.get("type")
     if "type" not in body:
         errors.append(_error(prefix + "type", "is required"))
-    elif task_type not in REGISTRY:
+    elif not isinstance(task_type, str) or task_type not in REGISTRY:
         errors.append(
             _error(
                 prefix + "type", f"must be one of {', '.join(sorted(REGISTRY))}; got {task_type!r}"
@@ -52,7 +53,7 @@ def submission_errors(body: Any, prefix: str = "") -> list[dict]:
         errors.append(_error(prefix + "payload", "is required"))
     elif not isinstance(body["payload"], dict):
         errors.append(_error(prefix + "payload", "must be a JSON object"))
-    elif task_type in REGISTRY:
+    elif isinstance(task_type, str) and task_type in REGISTRY:
         try:
             REGISTRY[task_type].payload_model.model_validate(body["payload"])
         except pydantic.ValidationError as exc:
@@ -81,6 +82,27 @@ def _pydantic_errors(exc: pydantic.ValidationError, prefix: str) -> list[dict]:
         _error(".".join([prefix, *(str(p) for p in e["loc"])]), e["msg"])
         for e in exc.errors(include_url=False)
     ]
+
+
+def _nul_errors(value: Any, field: str) -> list[dict]:
+    # PostgreSQL's jsonb cannot store U+0000, and no payload needs it: refuse it by name.
+    if isinstance(value, str):
+        return (
+            [_error(field or "(body)", "must not contain NUL characters")]
+            if "\x00" in value
+            else []
+        )
+    if isinstance(value, dict):
+        errors = []
+        for key, item in value.items():
+            path = f"{field}.{key}" if field else str(key)
+            if "\x00" in str(key):
+                errors.append(_error(field or "(body)", "keys must not contain NUL characters"))
+            errors.extend(_nul_errors(item, path))
+        return errors
+    if isinstance(value, list):
+        return [e for i, item in enumerate(value) for e in _nul_errors(item, f"{field}[{i}]")]
+    return []
 
 
 def _error(field: str, message: str) -> dict:

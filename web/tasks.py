@@ -7,7 +7,6 @@ import uuid
 from urllib.parse import urlencode
 
 import falcon
-import redis
 
 from actors.ledger_broker import LedgerRedisBroker
 from actors.sending import send_tasks
@@ -87,8 +86,8 @@ class TasksResource:
     def _send(self, tasks: list[Task]) -> None:
         try:
             send_tasks(self.broker, [(t.id, t.type, t.run_at) for t in tasks])
-        except redis.RedisError as exc:
-            # The rows are committed: the rebalance sends them once Redis is back.
+        except Exception as exc:  # noqa: BLE001 - the rows are committed: never answer 5xx now
+            # The rebalance sends them once Redis is back.
             logger.warning(
                 "Redis is unavailable; %d task(s) recorded and left for the rebalance to send: %s",
                 len(tasks),
@@ -109,7 +108,7 @@ def _limit(req: falcon.Request, errors: list) -> int:
     raw = req.get_param("limit")
     if raw is None:
         return reads.DEFAULT_PAGE_SIZE
-    if raw.isdigit() and 1 <= int(raw) <= reads.MAX_PAGE_SIZE:
+    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= reads.MAX_PAGE_SIZE:
         return int(raw)
     errors.append({"field": "limit", "message": f"must be an integer 1..{reads.MAX_PAGE_SIZE}"})
     return reads.DEFAULT_PAGE_SIZE
