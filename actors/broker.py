@@ -28,6 +28,8 @@ from settings import Settings, get_settings
 #: Seconds to wait for Redis to accept a connection, and for any one reply.
 REDIS_CONNECT_TIMEOUT = 5
 REDIS_SOCKET_TIMEOUT = 15
+#: Floor of Dramatiq's own broker heartbeat timeout, in seconds.
+MIN_BROKER_HEARTBEAT_TIMEOUT = 10.0
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -41,12 +43,25 @@ def redis_client(url: str) -> redis.Redis:
     )
 
 
+def broker_heartbeat_timeout(settings: Settings) -> float:
+    """Seconds after which Dramatiq's maintenance treats a silent broker process as dead.
+
+    Every consumer thread of a live process touches this heartbeat at least once a second, so
+    the timeout only has to ride out a stall. Stock Dramatiq waits 60 s, which strands the
+    messages a killed worker had prefetched for a minute; we follow our own heartbeat's
+    lifetime instead, with a floor of ``MIN_BROKER_HEARTBEAT_TIMEOUT``. A live process wrongly
+    judged dead only causes duplicate deliveries, which the ledger's claim makes harmless.
+    """
+    return max(MIN_BROKER_HEARTBEAT_TIMEOUT, settings.heartbeat_ttl)
+
+
 def make_broker(settings: Settings) -> LedgerRedisBroker:
     """Build the broker and its middleware from ``settings``."""
     client = redis_client(settings.redis_url)
     state = worker_state.current
     return LedgerRedisBroker(
         client=client,
+        heartbeat_timeout=int(broker_heartbeat_timeout(settings) * 1000),
         middleware=[
             TimeLimit(),
             PeriodiqMiddleware(skip_delay=settings.rebalance_period),

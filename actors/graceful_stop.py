@@ -10,6 +10,7 @@ task back instead of being cut by SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 
@@ -39,16 +40,21 @@ class GracefulStop(Middleware):
     def before_worker_shutdown(self, broker, worker) -> None:
         self.state.begin_stop(self.timeout)
 
-    def after_ack(self, broker, message) -> None:
-        # A task handed back during the stop is sent again now that its old message is acked,
-        # so another worker runs it at once. Should Redis be down, the rebalance sends it later.
-        task_type = self.state.pop_resend(message.message_id)
-        if task_type is None:
+    def after_worker_shutdown(self, broker, worker) -> None:
+        # Tasks handed back during the stop are sent again only now: their old messages are
+        # acked (an ack deletes the message stored under the task id) and this process's
+        # consumers have stopped (so it cannot fetch them again itself). Another worker runs
+        # them at once; should Redis be down, the rebalance sends the queued rows later.
+        handed_back = self.state.take_resends()
+        if not handed_back:
             return
         try:
-            send_tasks(broker, [(message.message_id, task_type, None)])
-        except Exception:  # noqa: BLE001 - the queued row is the source of truth
-            logger.warning("Could not re-send task %r; the rebalance will.", message.message_id)
+            send_tasks(broker, [(task_id, task_type, None) for task_id, task_type in handed_back])
+            logger.info("Re-sent %d handed-back task(s) for other workers.", len(handed_back))
+        except Exception:  # noqa: BLE001 - the queued rows are the source of truth
+            logger.warning(
+                "Could not re-send %d handed-back task(s); the rebalance will.", len(handed_back)
+            )
 
     def _once(self, dramatiq_handler):
         def handle(signum, frame):
@@ -64,11 +70,25 @@ class GracefulStop(Middleware):
                 self.timeout,
             )
             self.state.begin_stop(self.timeout)
-            if callable(dramatiq_handler):
-                dramatiq_handler(signum, frame)
+            if callable(dramatiq_handler) and not _dramatiq_already_stopping(dramatiq_handler):
+                # Should the check above miss, Dramatiq reads this TERM as a repeat and raises
+                # SystemExit ("kill now"); the stop is under way, so let it finish instead.
+                with contextlib.suppress(SystemExit):
+                    dramatiq_handler(signum, frame)
 
         return handle
 
 
 def _name(signum: int) -> str:
     return signal.Signals(signum).name
+
+
+def _dramatiq_already_stopping(handler) -> bool:
+    # A TERM that arrived while the process booted, before our handler was installed, went to
+    # Dramatiq's own handler, which keeps its "running" flag in its closure. Calling it again
+    # would read as a second TERM: "Killing worker process...".
+    try:
+        cells = dict(zip(handler.__code__.co_freevars, handler.__closure__ or (), strict=True))
+        return cells["running"].cell_contents is False
+    except (AttributeError, KeyError, ValueError):
+        return False

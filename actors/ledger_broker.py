@@ -1,6 +1,6 @@
 """Dramatiq's Redis broker, adapted so that the ledger can see which tasks have a message.
 
-Two changes to the stock ``RedisBroker``, both small:
+Three changes to the stock ``RedisBroker``, all small:
 
 * A message's Redis id is its Dramatiq ``message_id``, and a task's message id is the task id.
   The rebalance can then ask Redis "is there still a message for task X?" with one ``HEXISTS``
@@ -9,19 +9,30 @@ Two changes to the stock ``RedisBroker``, both small:
   retries, and a re-enqueue goes to the delay queue, a different hash, so ids never clash.)
 * ``run_maintenance`` runs the broker's own dead-worker maintenance on demand. Stock Dramatiq runs
   it on 0.1 % of commands, so a dead worker's messages could stay stranded for many minutes.
+* A consumer being closed (worker shutdown) puts the messages it fetched but never handed to a
+  worker thread back on their queue. Stock Dramatiq drops that cache, leaving the messages in
+  the stopped process's ack set until maintenance declares it dead.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 
-from dramatiq.brokers.redis import RedisBroker
+import redis
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis, dq_name
 from dramatiq.message import Message
+
+logger = logging.getLogger("callboard.broker")
 
 
 class LedgerRedisBroker(RedisBroker):
     """A ``RedisBroker`` whose messages are addressable by id, with on-demand maintenance."""
+
+    @property
+    def consumer_class(self):
+        return _CacheReturningConsumer
 
     def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
         """Enqueue ``message`` under its own id, optionally delayed by ``delay`` milliseconds."""
@@ -94,3 +105,18 @@ class LedgerRedisBroker(RedisBroker):
             self._max_unpack_size(),
             *args,
         ]
+
+
+class _CacheReturningConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, which requeues its unread prefetch cache when closed."""
+
+    def close(self) -> None:
+        cached = [Message.decode(data) for data in self.message_cache if data is not None]
+        self.message_cache = []
+        if cached:
+            try:
+                self.requeue(cached)
+            except redis.RedisError as exc:
+                # Still in this process's ack set: maintenance requeues them once it is dead.
+                logger.warning("Could not requeue %d prefetched message(s): %s", len(cached), exc)
+        super().close()

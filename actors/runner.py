@@ -43,7 +43,7 @@ def run_task(task_type: TaskType, task_id: str, state: worker_state.WorkerState 
     """Run one delivery of the message for ``task_id``."""
     state = state or worker_state.current
     if state.stopping.is_set():
-        state.resend_after_ack(task_id, task_type.name)
+        state.resend_after_stop(task_id, task_type.name)
         return
     held = with_db_retry(
         lambda: transitions.claim(database, uuid.UUID(task_id), state.worker_id),
@@ -78,7 +78,7 @@ def _run_claimed(task_type: TaskType, held: transitions.Claim, state) -> None:
         result = task_type.handler(payload, context)
     except HandBack:
         _record(held, state, "hand back", lambda: transitions.hand_back(database, held, "shutdown"))
-        state.resend_after_ack(task_id, task_type.name)
+        state.resend_after_stop(task_id, task_type.name)
         logger.info("Task %r handed back: it cannot finish before this worker stops.", task_id)
         return
     except LostClaim:

@@ -25,7 +25,7 @@ class WorkerState:
         self._deadline: float | None = None
         self._lock = threading.Lock()
         self._held: dict[str, Claim] = {}
-        self._resend_after_ack: dict[str, str] = {}
+        self._resend_after_stop: dict[str, str] = {}
         self.processed = 0
 
     def hold(self, claim: Claim) -> None:
@@ -44,19 +44,21 @@ class WorkerState:
         with self._lock:
             return list(self._held)
 
-    def resend_after_ack(self, task_id: str, task_type: str) -> None:
-        """Ask for the task's message to be sent again once the current delivery is acked.
+    def resend_after_stop(self, task_id: str, task_type: str) -> None:
+        """Ask for the task's message to be sent again once this worker has stopped consuming.
 
-        Not before: the ack deletes the message stored under the task id, which would delete
-        a new message sent under the same id.
+        Not at once: the ack of the current delivery deletes the message stored under the task
+        id (which would delete a new one sent under the same id), and this process would only
+        fetch it again itself.
         """
         with self._lock:
-            self._resend_after_ack[task_id] = task_type
+            self._resend_after_stop[task_id] = task_type
 
-    def pop_resend(self, task_id: str) -> str | None:
-        """The type of a task awaiting its re-send after ack, if it is one (and forget it)."""
+    def take_resends(self) -> list[tuple[str, str]]:
+        """Every ``(task_id, task_type)`` awaiting its re-send, forgetting them."""
         with self._lock:
-            return self._resend_after_ack.pop(task_id, None)
+            taken, self._resend_after_stop = list(self._resend_after_stop.items()), {}
+            return taken
 
     def begin_stop(self, timeout: float) -> None:
         """Start a graceful stop: work that cannot end within ``timeout`` seconds is handed back."""

@@ -330,13 +330,13 @@ def test_a_long_task_running_when_the_worker_stops_is_handed_back_and_resent(db)
     state.begin_stop(timeout=0.2)
     worker.finish()
 
-    # Then the task is back in the queue at once, to be re-sent after the ack
+    # Then the task is back in the queue at once, to be re-sent once the worker has stopped
     assert time.monotonic() - started < 2
     task = row(task_id)
     assert (task.status, task.worker, task.progress) == ("queued", None, 0)
     assert kinds(db, task_id) == ["created", "started", "handed_back"]
-    assert state.pop_resend(task_id) == "b"
-    assert state.pop_resend(task_id) is None
+    assert state.take_resends() == [(task_id, "b")]
+    assert state.take_resends() == []
 
 
 def test_a_task_that_fits_before_the_stop_deadline_finishes(db):
@@ -353,7 +353,7 @@ def test_a_task_that_fits_before_the_stop_deadline_finishes(db):
 
     # Then
     assert row(task_id).status == "succeeded"
-    assert state.pop_resend(task_id) is None
+    assert state.take_resends() == []
 
 
 def test_a_message_delivered_while_the_worker_stops_is_not_started_but_resent(db):
@@ -367,7 +367,7 @@ def test_a_message_delivered_while_the_worker_stops_is_not_started_but_resent(db
 
     # Then
     assert (row(task_id).status, row(task_id).attempts) == ("queued", 0)
-    assert state.pop_resend(task_id) == "a"
+    assert state.take_resends() == [(task_id, "a")]
 
 
 # -- PostgreSQL briefly away -------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""End-to-end tests: Callboard's real web, worker and scheduler processes."""
