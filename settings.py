@@ -14,6 +14,8 @@ from collections.abc import Mapping
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/callboard"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: The shortest API token accepted: anything shorter is guessable.
+MIN_TOKEN_LENGTH = 16
 
 
 class ConfigError(ValueError):
@@ -36,6 +38,8 @@ class Settings:
     shutdown_timeout: float = 4.0
     rebalance_period: int = 10
     resend_grace: float = 5.0
+    api_tokens: tuple[str, ...] = ()
+    auth_disabled: bool = False
 
     @property
     def heartbeat_ttl(self) -> float:
@@ -70,6 +74,8 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         shutdown_timeout=_number(env, "CALLBOARD_SHUTDOWN_TIMEOUT", 4.0, float, 0, 3600),
         rebalance_period=_number(env, "CALLBOARD_REBALANCE_PERIOD", 10, int, 1, 3600),
         resend_grace=_number(env, "CALLBOARD_RESEND_GRACE", 5.0, float, 0, 3600),
+        api_tokens=_tokens(env, "CALLBOARD_API_TOKEN"),
+        auth_disabled=_flag(env, "CALLBOARD_AUTH_DISABLED"),
     )
 
 
@@ -91,6 +97,27 @@ def _number(env, name, default, kind, low, high):
     if not low <= value <= high:
         raise ConfigError(f"{name}={raw!r} must be between {low} and {high}")
     return value
+
+
+def _tokens(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    # Several comma-separated tokens are all valid at once, so a token can be rotated without
+    # downtime: add the new one, move the clients, remove the old one.
+    tokens = tuple(t.strip() for t in env.get(name, "").split(",") if t.strip())
+    for token in tokens:
+        if len(token) < MIN_TOKEN_LENGTH or not token.isascii() or not token.isprintable():
+            raise ConfigError(
+                f"{name} holds a token that is not {MIN_TOKEN_LENGTH}+ printable ASCII characters"
+            )
+    return tokens
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{name}={raw!r} must be 1/true/yes or 0/false/no")
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:

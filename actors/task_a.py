@@ -17,7 +17,11 @@ class PayloadA(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    text: str = Field(max_length=MAX_TEXT_LENGTH, description="Text to hash (at most 64 KiB).")
+    text: str = Field(
+        max_length=MAX_TEXT_LENGTH,
+        pattern=r"^[^\x00]*$",  # PostgreSQL's jsonb cannot store NUL
+        description="Text to hash (at most 64 Ki characters, no NUL).",
+    )
     rounds: int = Field(ge=1, le=100_000, description="How many times SHA-256 is applied.")
 
 

@@ -23,5 +23,12 @@ class InvalidTransition(ServiceError):
         self.action = action
 
 
-class DatabaseUnavailable(ServiceError):
-    """PostgreSQL cannot be reached right now; the caller may retry later."""
+class IdempotencyConflict(ServiceError):
+    """An idempotency key was reused with a different request."""
+
+    def __init__(self, key: str, task_id: str) -> None:
+        super().__init__(
+            f"Idempotency key {key!r} was first used for task {task_id} with a different request."
+        )
+        self.key = key
+        self.task_id = task_id

@@ -67,6 +67,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX rebalance_runs_newest_first ON rebalance_runs (started_at DESC);
     """,
+    # 2: idempotency keys remember the request they were first used with.
+    """
+    ALTER TABLE tasks ADD COLUMN request_hash text;
+    """,
 ]
 
 logger = logging.getLogger("callboard.migrate")

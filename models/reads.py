@@ -44,15 +44,25 @@ def list_tasks(
     *,
     status: str | None = None,
     type: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
     limit: int = DEFAULT_PAGE_SIZE,
     cursor: str | None = None,
 ) -> Page:
-    """Return one page of tasks, newest first, in a stable order (``created_at``, then ``id``)."""
+    """Return one page of tasks, newest first, in a stable order (``created_at``, then ``id``).
+
+    Raises:
+        InvalidCursor: ``cursor`` was not issued by this service.
+    """
     query = Task.select()
     if status:
         query = query.where(Task.status == status)
     if type:
         query = query.where(Task.type == type)
+    if created_after:
+        query = query.where(Task.created_at > created_after)
+    if created_before:
+        query = query.where(Task.created_at < created_before)
     if cursor:
         created_at, last_id = decode_cursor(cursor)
         query = query.where(

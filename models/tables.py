@@ -43,6 +43,7 @@ class Task(_Table):
     worker = TextField(null=True)
     cancel_requested = BooleanField(default=False)
     idempotency_key = TextField(null=True)
+    request_hash = TextField(null=True)
     run_at = DateTimeField(null=True)
     created_at = DateTimeField()
     queued_at = DateTimeField()

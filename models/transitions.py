@@ -18,7 +18,7 @@ from datetime import datetime
 from peewee import PostgresqlDatabase
 from psycopg2.extras import Json
 
-from models.errors import InvalidTransition, TaskNotFound
+from models.errors import IdempotencyConflict, InvalidTransition, TaskNotFound
 from models.tables import Task
 
 
@@ -30,6 +30,7 @@ class NewTask:
     payload: dict
     run_at: datetime | None = None
     idempotency_key: str | None = None
+    request_hash: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,7 @@ def create_tasks(db: PostgresqlDatabase, new_tasks: Sequence[NewTask]) -> list[T
             "payload": new.payload,
             "run_at": new.run_at,
             "idempotency_key": new.idempotency_key,
+            "request_hash": new.request_hash,
         }
         for new in new_tasks
     ]
@@ -76,6 +78,42 @@ def create_tasks(db: PostgresqlDatabase, new_tasks: Sequence[NewTask]) -> list[T
     return created
 
 
+def create_idempotent_task(db: PostgresqlDatabase, new: NewTask) -> tuple[Task, bool]:
+    """Insert a task under its idempotency key, or find the task first stored under it.
+
+    Returns ``(task, created)``. Concurrent calls with one key create one task: the unique index
+    on ``idempotency_key`` makes every other insert a no-op, and they read the winner's row.
+
+    Raises:
+        IdempotencyConflict: the key was first used with a different request.
+    """
+    with db.atomic():
+        inserted = list(
+            Task.insert(
+                id=uuid.uuid4(),
+                type=new.type,
+                status="queued",
+                payload=new.payload,
+                run_at=new.run_at,
+                idempotency_key=new.idempotency_key,
+                request_hash=new.request_hash,
+            )
+            .on_conflict_ignore()
+            .returning(Task)
+            .execute()
+        )
+        if inserted:
+            db.execute_sql(
+                "INSERT INTO task_events (task_id, kind) VALUES (%s, 'created')",
+                (str(inserted[0].id),),
+            )
+            return inserted[0], True
+    existing = Task.get(Task.idempotency_key == new.idempotency_key)
+    if existing.request_hash != new.request_hash:
+        raise IdempotencyConflict(new.idempotency_key, str(existing.id))
+    return existing, False
+
+
 def claim(db: PostgresqlDatabase, task_id: uuid.UUID | str, worker: str) -> Claim | None:
     """Move a queued task to running for ``worker``; ``None`` if it is not queued any more."""
     cursor = db.execute_sql(
@@ -84,6 +122,9 @@ def claim(db: PostgresqlDatabase, task_id: uuid.UUID | str, worker: str) -> Clai
             UPDATE tasks SET status = 'running', worker = %(worker)s, attempts = attempts + 1,
                    started_at = now(), finished_at = NULL, progress = 0
              WHERE id = %(id)s AND status = 'queued'
+               -- A message that arrives early for a delayed task is dropped; the rebalance
+               -- sends the task again with the right delay.
+               AND (run_at IS NULL OR run_at <= now() + interval '2 seconds')
             RETURNING id, type, payload, attempts
         ), event AS (
             INSERT INTO task_events (task_id, kind, worker, detail)

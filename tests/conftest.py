@@ -53,6 +53,9 @@ REDIS_DB = _claim_redis_db()
 os.environ["DATABASE_URL"] = f"{BASE_DATABASE_URL}/{DATABASE_NAME}"
 os.environ["REDIS_URL"] = f"{BASE_REDIS_URL}/{REDIS_DB}"
 os.environ.setdefault("CALLBOARD_HEARTBEAT_INTERVAL", "1")
+os.environ["CALLBOARD_API_TOKEN"] = API_TOKEN = f"test-token-{SESSION_ID}"
+#: The headers every authenticated test request carries.
+AUTH_HEADERS = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 def pytest_sessionstart(session):
@@ -123,4 +126,4 @@ def client(settings, db, broker):
 
     from web.app import create_app
 
-    return testing.TestClient(create_app(settings, broker))
+    return testing.TestClient(create_app(settings, broker), headers=AUTH_HEADERS)

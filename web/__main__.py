@@ -9,7 +9,7 @@ import time
 from models.db import UNAVAILABLE_ERRORS, close_connection, database, init_database
 from models.migrate import migrate
 from settings import get_settings
-from web.app import create_app
+from web.app import AuthNotConfigured, create_app
 from web.server import serve
 
 #: How long the web process waits for PostgreSQL at boot before giving up.
@@ -24,9 +24,13 @@ def main() -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        app = create_app(settings)
+    except AuthNotConfigured as exc:
+        logger.critical("Refusing to start: %s", exc)
+        return 2
     init_database(settings.database_url)
     _migrate_when_reachable()
-    app = create_app(settings)
     return serve(
         app,
         host="0.0.0.0",

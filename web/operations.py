@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import falcon
 import redis
+from spectree import Response
 
 from actors.heartbeat import live_workers
 from actors.ledger_broker import LedgerRedisBroker
 from models import reads
 from models.db import UNAVAILABLE_ERRORS, database, drop_broken_connection
+from web import schemas
 from web.errors import Problem
+from web.openapi import spec
 from web.representations import rebalance_run_json
+
+TAG = "operations"
+UNAUTHORIZED = {"HTTP_401": schemas.Problem}
 
 
 class HealthResource:
     """``/healthz``: the web process is up. Touches nothing else."""
 
+    @spec.validate(resp=Response(HTTP_200=schemas.Health), tags=[TAG])
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Liveness: the web process is up (no token needed)."""
         resp.media = {"status": "ok"}
 
 
@@ -26,7 +34,10 @@ class ReadyResource:
     def __init__(self, broker: LedgerRedisBroker) -> None:
         self.broker = broker
 
+    @spec.validate(resp=Response(HTTP_200=schemas.Readiness, HTTP_503=schemas.Problem), tags=[TAG])
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Readiness: PostgreSQL and Redis are reachable (no token needed); 503 names the one
+        that is not."""
         checks = {"postgres": self._postgres(), "redis": self._redis()}
         down = [name for name, state in checks.items() if state != "ok"]
         if down:
@@ -61,7 +72,12 @@ class WorkersResource:
     def __init__(self, broker: LedgerRedisBroker) -> None:
         self.broker = broker
 
+    @spec.validate(
+        resp=Response(HTTP_200=schemas.Workers, HTTP_503=schemas.Problem, **UNAUTHORIZED),
+        tags=[TAG],
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Live workers, from their heartbeats, with the age of each one's last beat."""
         try:
             workers = live_workers(self.broker.client)
         except redis.RedisError as exc:
@@ -77,6 +93,12 @@ class WorkersResource:
 class RebalanceResource:
     """``/rebalance``: the latest runs of the repair loop, newest first."""
 
+    @spec.validate(
+        query=schemas.RebalanceQuery,
+        resp=Response(HTTP_200=schemas.RebalanceRuns, HTTP_503=schemas.Problem, **UNAUTHORIZED),
+        tags=[TAG],
+    )
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        limit = req.get_param_as_int("limit", min_value=1, max_value=200, default=20)
-        resp.media = {"runs": [rebalance_run_json(r) for r in reads.recent_rebalance_runs(limit)]}
+        """The latest runs of the repair loop, newest first: when, how long, what each did."""
+        runs = reads.recent_rebalance_runs(req.context.query.limit)
+        resp.media = {"runs": [rebalance_run_json(r) for r in runs]}

@@ -99,6 +99,8 @@ class Stack:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.http = requests.Session()
+        # tests/conftest.py puts the session's API token in the environment the web process gets.
+        self.http.headers["Authorization"] = f"Bearer {os.environ['CALLBOARD_API_TOKEN']}"
         self.base_env = dict(env or {})
         self.commands = procfile_commands()
         self.processes: dict[str, subprocess.Popen] = {}

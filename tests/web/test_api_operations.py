@@ -10,6 +10,7 @@ import json
 import time
 
 import pytest
+from conftest import AUTH_HEADERS
 from falcon import testing
 
 from actors.broker import redis_client as make_redis_client
@@ -50,7 +51,7 @@ def redis_down_client(settings, db, broker):
     # The app sends through the broker's declared actors; declare ours on it (no I/O).
     for actor in broker.actors.values():
         unreachable.declare_actor(actor)
-    return testing.TestClient(create_app(settings, unreachable))
+    return testing.TestClient(create_app(settings, unreachable), headers=AUTH_HEADERS)
 
 
 @pytest.fixture
