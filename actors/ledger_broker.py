@@ -71,6 +71,29 @@ class LedgerRedisBroker(RedisBroker):
         waiting, delayed = found[: len(ids)], found[len(ids) :]
         return {mid: bool(w or d) for mid, w, d in zip(ids, waiting, delayed, strict=True)}
 
+    def queue_stats(self, queue_names: Iterable[str]) -> dict[str, dict[str, int]]:
+        """Per queue: messages ``waiting``, ``delayed``, ``in_flight`` (fetched by a worker,
+        not acked yet) and ``dead_lettered``, read in one round trip."""
+        names = sorted(queue_names)
+        pipeline = self.client.pipeline(transaction=False)
+        for name in names:
+            base = f"{self.namespace}:{name}"
+            pipeline.llen(base)
+            pipeline.hlen(f"{base}.msgs")
+            pipeline.hlen(f"{base}.DQ.msgs")
+            pipeline.zcard(f"{base}.XQ")
+        counts = pipeline.execute()
+        stats = {}
+        for i, name in enumerate(names):
+            waiting, stored, delayed, dead = counts[4 * i : 4 * i + 4]
+            stats[name] = {
+                "waiting": waiting,
+                "delayed": delayed,
+                "in_flight": max(0, stored - waiting),
+                "dead_lettered": dead,
+            }
+        return stats
+
     def run_maintenance(self, queue_names: Iterable[str]) -> None:
         """Requeue the unacked messages of dead broker processes on each queue, now."""
         dispatch = self.scripts["dispatch"]

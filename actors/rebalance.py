@@ -30,7 +30,7 @@ from actors.every_seconds import EverySeconds
 from actors.ledger_broker import LedgerRedisBroker
 from actors.sending import send_tasks
 from actors.task_types import REGISTRY
-from models import transitions
+from models import reads, transitions
 from models.db import database
 from models.tables import RebalanceRun
 from settings import Settings, get_settings
@@ -103,12 +103,7 @@ def run_rebalance(
 
 
 def _recover_dead_workers(broker, db, settings: Settings, report: RebalanceReport) -> None:
-    holders = [
-        row[0]
-        for row in db.execute_sql(
-            "SELECT DISTINCT worker FROM tasks WHERE status = 'running' AND worker IS NOT NULL"
-        )
-    ]
+    holders = reads.running_holders()
     # Checked on every run, so that the marker's age counts from Redis's first run with data.
     trustworthy = heartbeat.liveness_is_trustworthy(broker.client, settings.heartbeat_ttl)
     dead = heartbeat.dead_among(broker.client, holders)

@@ -83,6 +83,25 @@ def task_events(task_id: uuid.UUID) -> list[TaskEvent]:
     return list(TaskEvent.select().where(TaskEvent.task_id == task_id).order_by(TaskEvent.id))
 
 
+def task_counts() -> dict[str, dict[str, int]]:
+    """How many tasks there are of each type, by status."""
+    counts: dict[str, dict[str, int]] = {}
+    cursor = Task._meta.database.execute_sql(
+        "SELECT type, status, count(*) FROM tasks GROUP BY type, status"
+    )
+    for task_type, status, count in cursor:
+        counts.setdefault(task_type, {})[status] = count
+    return counts
+
+
+def running_holders() -> list[str]:
+    """The workers the ledger says hold running tasks."""
+    cursor = Task._meta.database.execute_sql(
+        "SELECT DISTINCT worker FROM tasks WHERE status = 'running' AND worker IS NOT NULL"
+    )
+    return sorted(row[0] for row in cursor)
+
+
 def recent_rebalance_runs(limit: int = 20) -> list[RebalanceRun]:
     """Return the latest runs of the repair loop, newest first."""
     return list(RebalanceRun.select().order_by(RebalanceRun.started_at.desc()).limit(limit))

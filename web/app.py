@@ -13,7 +13,13 @@ from web.errors import install_error_handlers
 from web.json_media import json_handlers
 from web.limits import BodyLimit
 from web.openapi import add_docs_routes
-from web.operations import HealthResource, ReadyResource, RebalanceResource, WorkersResource
+from web.operations import (
+    HealthResource,
+    ReadyResource,
+    RebalanceResource,
+    StatsResource,
+    WorkersResource,
+)
 from web.tasks import TasksResource
 
 logger = logging.getLogger("callboard.web")
@@ -48,6 +54,7 @@ def create_app(settings: Settings, broker: LedgerRedisBroker | None = None) -> f
     app.add_route("/readyz", ReadyResource(broker))
     app.add_route("/workers", WorkersResource(broker))
     app.add_route("/rebalance", RebalanceResource())
+    app.add_route("/stats", StatsResource(broker))
     add_docs_routes(app)
     return app
 

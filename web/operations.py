@@ -8,6 +8,8 @@ from spectree import Response
 
 from actors.heartbeat import live_workers
 from actors.ledger_broker import LedgerRedisBroker
+from actors.rebalance import QUEUE_NAME as REBALANCE_QUEUE
+from actors.task_types import REGISTRY
 from models import reads
 from models.db import UNAVAILABLE_ERRORS, database, drop_broken_connection
 from web import schemas
@@ -102,3 +104,37 @@ class RebalanceResource:
         """The latest runs of the repair loop, newest first: when, how long, what each did."""
         runs = reads.recent_rebalance_runs(req.context.query.limit)
         resp.media = {"runs": [rebalance_run_json(r) for r in runs]}
+
+
+class StatsResource:
+    """``/stats``: queues, task counts and workers, for dashboards and the CLI."""
+
+    def __init__(self, broker: LedgerRedisBroker) -> None:
+        self.broker = broker
+
+    @spec.validate(
+        resp=Response(HTTP_200=schemas.Stats, HTTP_503=schemas.Problem, **UNAUTHORIZED),
+        tags=[TAG],
+    )
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Queues (waiting, delayed, in flight, dead-lettered), tasks by type and status, live
+        workers, and workers that died holding tasks."""
+        counts = reads.task_counts()
+        holders = reads.running_holders()
+        try:
+            queues = self.broker.queue_stats([*REGISTRY, REBALANCE_QUEUE])
+            workers = live_workers(self.broker.client)
+        except redis.RedisError as exc:
+            raise Problem(
+                falcon.HTTP_503,
+                title="Service unavailable",
+                detail=f"Redis, which holds the queues and heartbeats, is unreachable: {exc}",
+                headers={"Retry-After": "5"},
+            ) from None
+        live = {w["worker_id"] for w in workers}
+        resp.media = {
+            "queues": queues,
+            "tasks": counts,
+            "workers": workers,
+            "dead_workers": [w for w in holders if w not in live],
+        }

@@ -131,6 +131,27 @@ class Workers(BaseModel):
     workers: list[Worker]
 
 
+class QueueStats(BaseModel):
+    """Messages of one queue, from Redis."""
+
+    waiting: int
+    delayed: int
+    in_flight: int = Field(description="Fetched by a worker and not acknowledged yet.")
+    dead_lettered: int
+
+
+class Stats(BaseModel):
+    """The whole system at a glance: queues, tasks by type and status, workers."""
+
+    queues: dict[str, QueueStats]
+    tasks: dict[str, dict[str, int]] = Field(description="Task counts by type, then status.")
+    workers: list[Worker]
+    dead_workers: list[str] = Field(
+        description="Workers that hold running tasks but whose heartbeat expired; the next "
+        "rebalance recovers their tasks."
+    )
+
+
 class Health(BaseModel):
     """The web process is up."""
 
