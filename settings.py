@@ -30,6 +30,7 @@ class Settings:
     redis_url: str = DEFAULT_REDIS_URL
     port: int = 8080
     log_level: str = "INFO"
+    log_format: str = "plain"
     web_threads: int = 8
     web_shutdown_timeout: float = 10.0
     max_body_bytes: int = 1024 * 1024
@@ -40,6 +41,7 @@ class Settings:
     resend_grace: float = 5.0
     api_tokens: tuple[str, ...] = ()
     auth_disabled: bool = False
+    redis_tls_verify: bool = True
 
     @property
     def heartbeat_ttl(self) -> float:
@@ -66,6 +68,7 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         redis_url=_url(env, "REDIS_URL", DEFAULT_REDIS_URL, ("redis://", "rediss://", "unix://")),
         port=_number(env, "PORT", 8080, int, 1, 65535),
         log_level=_choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        log_format=_choice(env, "LOG_FORMAT", "PLAIN", ("PLAIN", "JSON")).lower(),
         web_threads=_number(env, "CALLBOARD_WEB_THREADS", 8, int, 1, 256),
         web_shutdown_timeout=_number(env, "CALLBOARD_WEB_SHUTDOWN_TIMEOUT", 10.0, float, 0, 3600),
         max_body_bytes=_number(env, "CALLBOARD_MAX_BODY_BYTES", 1024 * 1024, int, 1024, 1 << 30),
@@ -76,6 +79,7 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         resend_grace=_number(env, "CALLBOARD_RESEND_GRACE", 5.0, float, 0, 3600),
         api_tokens=_tokens(env, "CALLBOARD_API_TOKEN"),
         auth_disabled=_flag(env, "CALLBOARD_AUTH_DISABLED"),
+        redis_tls_verify=_flag(env, "CALLBOARD_REDIS_TLS_VERIFY", default=True),
     )
 
 
@@ -111,9 +115,11 @@ def _tokens(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tokens
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+def _flag(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no"):
+    if not raw:
+        return default
+    if raw in ("0", "false", "no"):
         return False
     if raw in ("1", "true", "yes"):
         return True

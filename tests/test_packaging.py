@@ -33,3 +33,29 @@ def test_the_procfile_declares_web_worker_and_scheduler_run_with_exec():
 
 def test_python_version_matches_python_requires():
     assert (ROOT / ".python-version").read_text().strip() == "3.11"
+
+
+def test_app_json_declares_the_procfile_processes_and_known_settings():
+    import json
+
+    from settings import settings_from
+
+    app = json.loads((ROOT / "app.json").read_text())
+    procfile = [line.split(":")[0] for line in (ROOT / "Procfile").read_text().splitlines() if line]
+    assert sorted(app["formation"]) == sorted(procfile)
+    assert {addon["plan"] for addon in app["addons"]} == {"heroku-postgresql", "heroku-redis"}
+    assert app["env"]["CALLBOARD_API_TOKEN"]["generator"] == "secret"
+    # Every fixed value is one settings.py accepts (a typo would fail the deploy at boot).
+    fixed = {name: spec["value"] for name, spec in app["env"].items() if "value" in spec}
+    settings_from({**fixed, "CALLBOARD_API_TOKEN": "x" * 32})
+    settings_source = (ROOT / "settings.py").read_text()
+    assert all(f'"{name}"' in settings_source for name in app["env"])
+
+
+def test_app_json_shutdown_timeout_fits_the_platform_grace_period():
+    import json
+
+    app = json.loads((ROOT / "app.json").read_text())
+    # The platform sends SIGKILL 30 s after SIGTERM; Dramatiq's own bound (Procfile) is 25 s.
+    assert float(app["env"]["CALLBOARD_SHUTDOWN_TIMEOUT"]["value"]) < 25
+    assert "--worker-shutdown-timeout 25000" in (ROOT / "Procfile").read_text()

@@ -1,0 +1,1 @@
+"""``callboard``: the operator's command line, a thin client of the REST API."""
