@@ -12,23 +12,34 @@ Three changes to the stock ``RedisBroker``, all small:
 * A consumer being closed (worker shutdown) puts the messages it fetched but never handed to a
   worker thread back on their queue. Stock Dramatiq drops that cache, leaving the messages in
   the stopped process's ack set until maintenance declares it dead.
+* While Redis is unreachable, a consumer waits for the process's next reconnect attempt, which
+  backs off, instead of being restarted every 3 s with two log lines (``actors.redis_outage``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 
 import redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis, dq_name
+from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
+
+from actors.redis_outage import RedisOutage
 
 logger = logging.getLogger("callboard.broker")
 
 
 class LedgerRedisBroker(RedisBroker):
     """A ``RedisBroker`` whose messages are addressable by id, with on-demand maintenance."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        #: The reconnect schedule this process's consumers share while Redis is unreachable.
+        self.outage = RedisOutage()
 
     @property
     def consumer_class(self):
@@ -56,6 +67,12 @@ class LedgerRedisBroker(RedisBroker):
         pipeline.execute()
         for message, delay in addressed:
             self.emit_after("enqueue", message, delay)
+
+    def do_fetch(self, queue_name: str, prefetch: int) -> list[bytes | None]:
+        """Fetch up to ``prefetch`` messages of a queue (stock), noting that Redis answered."""
+        messages = self._dispatch("fetch")(queue_name, prefetch)
+        self.outage.answered()
+        return messages
 
     def messages_present(self, queue_name: str, message_ids: Iterable[str]) -> dict[str, bool]:
         """Tell, for each id, whether a message with it is stored for ``queue_name``.
@@ -131,7 +148,23 @@ class LedgerRedisBroker(RedisBroker):
 
 
 class _CacheReturningConsumer(_RedisConsumer):
-    """Dramatiq's Redis consumer, which requeues its unread prefetch cache when closed."""
+    """Dramatiq's Redis consumer, which requeues its unread prefetch cache when closed and waits
+    out a Redis outage on the process's shared, backing-off reconnect schedule."""
+
+    def __next__(self):
+        outage = self.broker.outage
+        # Waits are cut into poll intervals (``None`` means "nothing yet"), so that the consumer
+        # thread still notices a stop request as often as it does when the queue is idle.
+        poll_s = self.timeout / 1000
+        if (wait := outage.wait_left()) > 0:
+            time.sleep(min(wait, poll_s))
+            return None
+        try:
+            message = super().__next__()
+        except (ConnectionClosed, redis.TimeoutError) as exc:
+            time.sleep(min(outage.failed(exc), poll_s))
+            return None
+        return message
 
     def close(self) -> None:
         cached = [Message.decode(data) for data in self.message_cache if data is not None]

@@ -22,16 +22,18 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 import dramatiq
+import redis
 from peewee import PostgresqlDatabase
 
 from actors import heartbeat
 from actors.broker import broker
 from actors.every_seconds import EverySeconds
 from actors.ledger_broker import LedgerRedisBroker
+from actors.rebalance_lane import RebalanceLane
 from actors.sending import send_tasks
 from actors.task_types import REGISTRY
 from models import reads, transitions
-from models.db import database
+from models.db import UNAVAILABLE_ERRORS, database, drop_broken_connection
 from models.tables import RebalanceRun
 from settings import Settings, get_settings
 
@@ -67,7 +69,18 @@ class RebalanceReport:
 )
 def rebalance() -> None:
     """The periodic actor: run one repair pass with the process's broker and database."""
-    report = run_rebalance(broker, database, get_settings())
+    try:
+        report = run_rebalance(broker, database, get_settings())
+    except (*UNAVAILABLE_ERRORS, redis.RedisError) as exc:
+        # Each step commits on its own, so there is nothing to undo: the next run, one period
+        # later, starts over. The connection must be dropped, though: a PostgreSQL restart leaves
+        # it closed, and this thread (the rebalance has one of its own) would otherwise fail
+        # every later run with "connection already closed".
+        drop_broken_connection(database)
+        logger.warning(
+            "Rebalance skipped: %s is unavailable (%s).", _service(exc), _first_line(exc)
+        )
+        return
     if report.skipped:
         logger.info("Rebalance skipped: another run holds the lock.")
     else:
@@ -79,6 +92,10 @@ def rebalance() -> None:
             report.poisoned,
             report.dead_workers,
         )
+
+
+# Every worker process runs the rebalance on a thread of its own, never behind busy task threads.
+broker.add_middleware(RebalanceLane(QUEUE_NAME))
 
 
 def run_rebalance(
@@ -144,6 +161,15 @@ def _resend_missing(broker, db, settings: Settings, report: RebalanceReport) -> 
             send_tasks(broker, missing)
             transitions.record_resent(db, [t[0] for t in missing])
             report.resent += len(missing)
+
+
+def _service(exc: Exception) -> str:
+    return "Redis" if isinstance(exc, redis.RedisError) else "PostgreSQL"
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _record(report: RebalanceReport) -> None:

@@ -37,12 +37,10 @@ class ResilientScheduler(periodiq.Scheduler):
 
 def main() -> int:
     """Schedule every periodic actor of the ``actors`` package until SIGTERM or SIGINT."""
+    from logging_setup import configure_logging
     from settings import get_settings
 
-    logging.basicConfig(
-        level=get_settings().log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(get_settings(), "scheduler")
     import actors  # noqa: F401 - declares the broker and the periodic actors
     from actors.broker import broker
 

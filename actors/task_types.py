@@ -53,7 +53,16 @@ class TaskType:
     @property
     def actor_name(self) -> str:
         """The Dramatiq actor name: a wire format, never renamed while messages may be queued."""
-        return f"run_task_{self.name}"
+        return actor_name_of(self.name)
+
+
+def actor_name_of(type_name: str) -> str:
+    """The Dramatiq actor name that runs tasks of type ``type_name`` (its queue is the type name).
+
+    A function of the name alone, so that a process can send a task of a type it has not
+    registered (see ``actors.sending``).
+    """
+    return f"run_task_{type_name}"
 
 
 def register(task_type: TaskType) -> TaskType:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
+import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from models.errors import TaskNotFound
 from models.tables import RebalanceRun, Task, TaskEvent
@@ -14,6 +13,12 @@ from models.tables import RebalanceRun, Task, TaskEvent
 #: Page size of ``list_tasks`` when the caller names none, and the largest allowed.
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
+#: What every cursor looks like: microseconds since the epoch of the last task's creation, and
+#: its id. Every string of this shape is a valid position, so the API documents it exactly.
+CURSOR_PATTERN = r"^[0-9]{1,16}_[0-9a-f]{32}$"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class InvalidCursor(ValueError):
@@ -108,20 +113,17 @@ def recent_rebalance_runs(limit: int = 20) -> list[RebalanceRun]:
 
 
 def encode_cursor(task: Task) -> str:
-    """An opaque cursor pointing just after ``task`` in newest-first order."""
-    raw = f"{task.created_at.isoformat()}|{task.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """A cursor pointing just after ``task`` in newest-first order (opaque to clients)."""
+    return f"{(task.created_at - _EPOCH) // _MICROSECOND}_{uuid.UUID(str(task.id)).hex}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     """Parse a cursor made by ``encode_cursor``.
 
     Raises:
-        InvalidCursor: the cursor is malformed.
+        InvalidCursor: the cursor does not match ``CURSOR_PATTERN``.
     """
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created_at, task_id = raw.split("|")
-        return datetime.fromisoformat(created_at), uuid.UUID(task_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCursor(f"{cursor!r} is not a cursor issued by this service") from None
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
+        raise InvalidCursor(f"{cursor!r} is not a cursor issued by this service")
+    micros, task_id = cursor.split("_")
+    return _EPOCH + int(micros) * _MICROSECOND, uuid.UUID(hex=task_id)

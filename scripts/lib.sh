@@ -6,6 +6,9 @@
 #   ensure_services        PostgreSQL (DATABASE_URL) and Redis (REDIS_URL) answer; local
 #                          ones are started (or installed, as root on Debian) when down
 #   ensure_database URL    the database named in URL exists on its server
+#   ensure_chromium        Debian's chromium and chromium-driver are there for the dashboard's
+#                          browser test (installed as root on Debian), or a loud warning says
+#                          that test will be skipped
 
 # Strict mode for the scripts that source this; not forced on an interactive shell,
 # where an error would close the terminal.
@@ -316,4 +319,25 @@ try:
 except psycopg2.Error as exc:
     sys.exit(f"callboard: error: database {name} on {where}: {str(exc).strip()}")
 EOF
+}
+
+# ------------------------------------------------------------------------ chromium
+
+ensure_chromium() {
+    local log
+    [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] && return 0
+    if _can_install_servers; then
+        _say "installing chromium and chromium-driver from Debian packages (dashboard browser test)"
+        log="$(mktemp)"
+        if DEBIAN_FRONTEND=noninteractive apt-get update -q >"$log" 2>&1 &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >>"$log" 2>&1; then
+            rm -f "$log"
+            return 0
+        fi
+        tail -n 5 "$log" >&2
+        rm -f "$log"
+        printf 'callboard: WARNING: apt-get install chromium chromium-driver FAILED: the dashboard browser test will be SKIPPED\n' >&2
+        return 0
+    fi
+    printf 'callboard: WARNING: chromium or chromedriver is missing and cannot be installed here (needs root on Debian): the dashboard browser test will be SKIPPED; install chromium and chromium-driver\n' >&2
 }

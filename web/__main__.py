@@ -6,6 +6,7 @@ import logging
 import sys
 import time
 
+from logging_setup import configure_logging
 from models.db import UNAVAILABLE_ERRORS, close_connection, database, init_database
 from models.migrate import migrate
 from settings import get_settings
@@ -21,9 +22,7 @@ logger = logging.getLogger("callboard.web")
 def main() -> int:
     """Run the web process until SIGTERM or SIGINT; exit 0 after a graceful drain."""
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings, "web")
     try:
         app = create_app(settings)
     except AuthNotConfigured as exc:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 
 import falcon
+from falcon.routing import CompiledRouter
 
 from actors.ledger_broker import LedgerRedisBroker
 from settings import Settings
 from web.auth import BearerAuth
+from web.dashboard import add_dashboard_routes
 from web.errors import install_error_handlers
 from web.json_media import json_handlers
 from web.limits import BodyLimit
+from web.metrics import HttpMetrics, MetricsResource, metrics_registry
 from web.openapi import add_docs_routes
 from web.operations import (
     HealthResource,
@@ -20,6 +23,7 @@ from web.operations import (
     StatsResource,
     WorkersResource,
 )
+from web.request_id import RequestId
 from web.tasks import TasksResource
 
 logger = logging.getLogger("callboard.web")
@@ -39,7 +43,11 @@ def create_app(settings: Settings, broker: LedgerRedisBroker | None = None) -> f
     """
     if broker is None:
         from actors import broker
-    app = falcon.App(middleware=_middleware(settings))
+    registry = metrics_registry(broker)
+    router = CompiledRouter()
+    # First: every answer, a 401 or 413 included, gets a request id and is counted.
+    observe = [RequestId(), HttpMetrics(registry, router)]
+    app = falcon.App(middleware=[*observe, *_middleware(settings)], router=router)
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.media_handlers = json_handlers()
     install_error_handlers(app)
@@ -55,7 +63,9 @@ def create_app(settings: Settings, broker: LedgerRedisBroker | None = None) -> f
     app.add_route("/workers", WorkersResource(broker))
     app.add_route("/rebalance", RebalanceResource())
     app.add_route("/stats", StatsResource(broker))
+    app.add_route("/metrics", MetricsResource(registry))
     add_docs_routes(app)
+    add_dashboard_routes(app)
     return app
 
 

@@ -1,4 +1,4 @@
-"""Bearer-token authentication for every route but the health checks and the docs page.
+"""Bearer-token authentication for every route but the health checks and the static pages.
 
 Tokens come from ``CALLBOARD_API_TOKEN`` (comma-separated, so a token can be rotated: add the
 new one, move the clients, drop the old one). The presented token is compared with every
@@ -14,10 +14,10 @@ import falcon
 
 from web.errors import Problem
 
-#: Paths answered without a token: health checks for orchestrators, and the static docs page
-#: (it holds no data; it asks for the token itself before it loads the API document).
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs"})
-PUBLIC_PREFIXES = ("/docs/assets/",)
+#: Paths answered without a token: health checks for orchestrators, and the static docs and
+#: dashboard pages (they hold no data; each asks for the token itself before it calls the API).
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/", "/dashboard"})
+PUBLIC_PREFIXES = ("/docs/assets/", "/dashboard/assets/")
 REALM = 'Bearer realm="callboard"'
 
 logger = logging.getLogger("callboard.web")

@@ -1,7 +1,14 @@
-"""JSON request bodies with a nesting limit, so a hostile body gets a 422, not a crash.
+"""JSON request bodies read as JSON Schema reads them, with a nesting limit.
 
 Python's ``json`` module recurses once per nesting level: a body of 100,000 ``[`` raises
-``RecursionError`` deep inside Falcon. No Callboard request nests more than a few levels.
+``RecursionError`` deep inside Falcon. No Callboard request nests more than a few levels, so a
+deeper body is a 422.
+
+Numbers follow JSON Schema, the language of the API document: ``3.0`` *is* the integer 3 there
+(an integer is "a number with a zero fractional part"), so it is read as ``3``; ``2.5`` stays a
+float, which every integer field refuses. An integer too long for Python to convert is read as
+infinity, which every field refuses with a 422 naming it. ``NaN`` and ``Infinity`` are not JSON
+at all: 400.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ def json_handlers() -> media.Handlers:
 
 def _loads_limited(text: str) -> Any:
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_float=_number, parse_int=_integer, parse_constant=_not_json)
     except RecursionError:
         value = None
         too_deep = True
@@ -48,3 +55,19 @@ def _depth(value: Any) -> int:
             deepest = max(deepest, depth)
             stack.extend((child, depth + 1) for child in item)
     return deepest
+
+
+def _number(text: str) -> float | int:
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+def _integer(text: str) -> float | int:
+    try:
+        return int(text)
+    except ValueError:  # more digits than sys.get_int_max_str_digits()
+        return float(text)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")

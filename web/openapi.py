@@ -27,6 +27,32 @@ DOCS_PAGE = Path(__file__).parent / "assets" / "docs.html"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 #: Routes answered without a token.
 PUBLIC_ROUTES = ("/healthz", "/readyz")
+#: Headers that always come with an answer of this status, on whichever route gives it.
+STATUS_HEADERS = {
+    "401": {
+        "WWW-Authenticate": {
+            "description": "The bearer challenge (RFC 6750).",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^Bearer "},
+        }
+    },
+    "503": {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again.",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        }
+    },
+}
+LOCATION_HEADER = {
+    "Location": {
+        "description": "The task's own URL.",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^/tasks/[0-9a-f-]{36}$"},
+    }
+}
+#: Operations whose successful answers carry the task's ``Location``.
+LOCATED_OPERATIONS = {("/tasks", "post"), ("/tasks/{task_id}/retry", "post")}
 
 
 def _raise_validation_problem(req, resp, error, instance, model_adapter) -> None:
@@ -64,17 +90,23 @@ spec = SpecTree(
 
 
 def openapi_document(app: falcon.App) -> dict:
-    """The OpenAPI document of ``app``'s decorated routes, with problem+json errors."""
+    """The OpenAPI document of ``app``'s decorated routes, with problem+json errors and the
+    headers that come with some answers."""
     spec.app = app  # spectree finds the routes through the app it documents
     document = copy.deepcopy(spec.spec)
     for path, operations in document["paths"].items():
-        for operation in operations.values():
+        for method, operation in operations.items():
             if path in PUBLIC_ROUTES:
                 operation["security"] = []
             for status, response in operation["responses"].items():
                 content = response.get("content", {})
                 if not status.startswith("2") and "application/json" in content:
                     response["content"] = {PROBLEM_MEDIA_TYPE: content["application/json"]}
+                headers = dict(STATUS_HEADERS.get(status, {}))
+                if status.startswith("2") and (path, method) in LOCATED_OPERATIONS:
+                    headers.update(LOCATION_HEADER)
+                if headers:
+                    response["headers"] = {**response.get("headers", {}), **headers}
     return document
 
 

@@ -9,12 +9,15 @@ module appears in validation and in the document with no edit here.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     RootModel,
@@ -22,9 +25,10 @@ from pydantic import (
     create_model,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from actors.task_types import REGISTRY
-from models.reads import MAX_PAGE_SIZE
+from models.reads import CURSOR_PATTERN, MAX_PAGE_SIZE
 from models.tables import STATUSES
 
 #: Dramatiq's Redis broker refuses delays of 7 days or more.
@@ -32,8 +36,42 @@ MAX_DELAY_MS = 7 * 24 * 3600 * 1000 - 1
 #: The most tasks one batch may submit.
 MAX_BATCH_SIZE = 1000
 
+#: An RFC 3339 date-time (JSON Schema's ``date-time`` format), with its offset.
+RFC_3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
 Status = Literal[STATUSES]  # type: ignore[valid-type]
 TaskTypeName = Literal[tuple(sorted(REGISTRY))]  # type: ignore[valid-type]
+
+
+def _rfc_3339_text(value: Any) -> Any:
+    # pydantic alone also takes numbers and numeric strings (Unix time), "2030-01-01 10:00Z" and
+    # offsets without a colon: none of them is the documented format, so they are refused here.
+    if value is None:
+        return None
+    if not isinstance(value, str) or not RFC_3339.fullmatch(value):
+        raise PydanticCustomError(
+            "datetime_format", "must be an RFC 3339 date-time, e.g. 2030-01-31T12:00:00Z"
+        )
+    # A leap second (23:59:60) is valid RFC 3339 but not a Python time: take the instant before.
+    return re.sub(r"(T[0-9]{2}:[0-9]{2}:)60(\.[0-9]+)?", r"\g<1>59.999999", value, flags=re.I)
+
+
+def _in_utc(value: dt.datetime) -> dt.datetime:
+    # PostgreSQL refuses offsets beyond ±15:59, which RFC 3339 allows; in UTC, an instant
+    # before year 1 or after 9999 is clamped to the first or last one Python can represent:
+    # no task is created, or may start, that early or late.
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        extreme = dt.datetime.min if value.year == dt.MINYEAR else dt.datetime.max
+        return extreme.replace(tzinfo=dt.UTC)
+
+
+#: A timezone-aware date-time, given as RFC 3339 text, in UTC once validated.
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc_3339_text), AfterValidator(_in_utc)]
 
 
 class _Strict(BaseModel):
@@ -189,10 +227,12 @@ class TaskListQuery(_Strict):
 
     status: Status | None = None
     type: TaskTypeName | None = None
-    created_after: AwareDatetime | None = Field(None, description="Only tasks created after.")
-    created_before: AwareDatetime | None = Field(None, description="Only tasks created before.")
+    created_after: Rfc3339 | None = Field(None, description="Only tasks created after.")
+    created_before: Rfc3339 | None = Field(None, description="Only tasks created before.")
     limit: int = Field(50, ge=1, le=MAX_PAGE_SIZE)
-    cursor: str | None = Field(None, max_length=200, description="From a `next` link.")
+    cursor: str | None = Field(
+        None, pattern=CURSOR_PATTERN, description="From a `next` link (opaque)."
+    )
 
 
 class RebalanceQuery(_Strict):
@@ -255,7 +295,7 @@ def _submission_variant(name: str) -> type[BaseModel]:
         type=(Literal[name], ...),
         payload=(task_type.payload_model, ...),
         run_at=(
-            AwareDatetime | None,
+            Rfc3339 | None,
             Field(None, description="Start no earlier than this time (RFC 3339), < 7 days."),
         ),
         delay_ms=(

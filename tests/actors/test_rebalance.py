@@ -168,6 +168,28 @@ def test_a_task_held_by_a_dead_worker_is_recovered_when_liveness_is_trustworthy(
     assert recorded_runs(db) == [(0, 1, 0, [DEAD_WORKER], {"liveness_checked": True})]
 
 
+def test_a_task_of_a_type_only_other_workers_know_is_recovered_and_sent_to_its_queue(
+    db, broker, redis_client, settings
+):
+    # Given a running task of a type this process never registered (a worker started with an
+    # extra module, or a rolling deploy, knows it), held by a dead worker
+    (task,) = transitions.create_tasks(db, [NewTask("known_elsewhere", {})])
+    task_id = str(task.id)
+    transitions.claim(db, task_id, DEAD_WORKER)
+    liveness_known_for_long(redis_client, settings)
+
+    # When
+    report = run_rebalance(broker, db, settings)
+
+    # Then it is queued again and its message waits in that type's queue, for that type's actor
+    assert (report.recovered, report.dead_workers) == (1, [DEAD_WORKER])
+    assert Task.get_by_id(task_id).status == "queued"
+    assert broker.messages_present("known_elsewhere", [task_id]) == {task_id: True}
+    stored = redis_client.hget(f"{broker.namespace}:known_elsewhere.msgs", task_id)
+    assert json.loads(stored)["actor_name"] == "run_task_known_elsewhere"
+    assert recorded_runs(db) == [(0, 1, 0, [DEAD_WORKER], {"liveness_checked": True})]
+
+
 def test_nothing_is_recovered_while_liveness_is_not_trustworthy_yet(
     db, broker, redis_client, settings
 ):

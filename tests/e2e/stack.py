@@ -112,6 +112,11 @@ class Stack:
 
     # -- starting ---------------------------------------------------------------------------
 
+    def define(self, name: str, command: str) -> None:
+        """Add (or replace) a process ``name`` that runs the shell ``command``, as a Procfile
+        line would: e.g. a second worker, or a worker that also imports a test-only module."""
+        self.commands[name] = command
+
     def environment(self, extra_env: Mapping[str, str | None] | None = None) -> dict[str, str]:
         """The environment every subprocess gets: ours, the stack's, then ``extra_env``, where a
         ``None`` value removes the variable."""
@@ -390,6 +395,11 @@ def marked_pids(stack_id: str) -> list[int]:
             if marker in environ.split(b"\0") and not zombie:
                 found.append(int(entry.name))
     return found
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The pids of the live processes in process group ``pgid`` (Linux ``/proc``)."""
+    return sorted(pid for pid, (_, group) in _process_table().items() if group == pgid)
 
 
 def _process_table() -> dict[int, tuple[int, int]]:

@@ -1,0 +1,1 @@
+"""Fault tests: real processes, real signals, real restarts of servers of their own."""
