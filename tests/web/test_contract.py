@@ -18,7 +18,7 @@ import sys
 import textwrap
 import threading
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import falcon
@@ -32,6 +32,7 @@ from models import transitions
 from models.db import close_connection
 from models.transitions import NewTask
 from web.app import AuthNotConfigured, create_app
+from web.json_media import MAX_DEPTH
 from web.schemas import MAX_BATCH_SIZE, MAX_DELAY_MS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +43,8 @@ PROBLEM = "application/problem+json"
 BEARER = f"Bearer {API_TOKEN}"
 #: A second token, as during a rotation (CALLBOARD_API_TOKEN="old,new").
 ROTATED_TOKEN = f"rotated-token-{uuid.uuid4().hex}"
+#: An offset to write times in, so that none of them is given in UTC.
+PLUS_0530 = timezone(timedelta(hours=5, minutes=30))
 #: Routes of the app that are not API operations, so not in the OpenAPI document.
 NOT_IN_DOCUMENT = {
     "/openapi.json": "the document itself",
@@ -142,10 +145,15 @@ def _a(**payload) -> dict:
 
 _IN_8_DAYS = (datetime.now(UTC) + timedelta(days=8)).isoformat()
 _DEEP = '{"type": "a", "payload": ' + "[" * 100_000 + "]" * 100_000 + "}"
-_JUST_TOO_DEEP = {
-    "type": "a",
-    "payload": {"text": "x", "rounds": 1, "x": json.loads("[" * 32 + "]" * 32)},
-}
+
+
+def _nested(depth: int) -> dict:
+    """A submission nesting ``depth`` levels deep (the body and its payload are two of them),
+    with the deepest part in an unknown payload field ``x``."""
+    lists = depth - 2
+    return {"type": "a", "payload": {**A_PAYLOAD, "x": json.loads("[" * lists + "]" * lists)}}
+
+
 _TEN_MB = b'{"type": "a", "payload": {"text": "' + b"x" * (10 * 1024 * 1024) + b'", "rounds": 1}}'
 
 BAD_REQUESTS = [
@@ -174,7 +182,9 @@ BAD_REQUESTS = [
         body=_raw('{"type": "a", "payload": {"te\\u0000xt": "x", "rounds": 1}}'),
     ),
     Bad("deep-nesting", 422, ("(body)",), body=_raw(_DEEP)),
-    Bad("nesting-one-level-too-deep", 422, ("(body)",), body=_JUST_TOO_DEEP),
+    Bad("nesting-one-level-too-deep", 422, ("(body)",), body=_nested(MAX_DEPTH + 1)),
+    # (at the limit the body is read, and its unknown field refused)
+    Bad("nesting-at-the-limit", 422, ("payload.x",), body=_nested(MAX_DEPTH)),
     Bad(
         "lone-surrogate",
         422,
@@ -270,6 +280,7 @@ BAD_REQUESTS = [
         body=VALID,
         headers={"Idempotency-Key": "a b"},
     ),
+    Bad("key-empty", 422, ("Idempotency-Key",), body=VALID, headers={"Idempotency-Key": ""}),
     Bad("key-not-ascii", 422, ("Idempotency-Key",), body=VALID, headers={"Idempotency-Key": "clé"}),
     # Batches
     Bad("batch-empty", 422, ("tasks",), path="/tasks/batch", body={"tasks": []}),
@@ -315,6 +326,7 @@ BAD_REQUESTS = [
         query="status=queued%27%20OR%20%271%27%3D%271",
     ),
     Bad("limit-too-big", 422, ("limit",), method="GET", query="limit=1000"),
+    Bad("status-twice", 422, ("status",), method="GET", query="status=queued&status=failed"),
     Bad("limit-negative", 422, ("limit",), method="GET", query="limit=-5"),
     Bad("limit-float", 422, ("limit",), method="GET", query="limit=2.5"),
     Bad(
@@ -530,7 +542,8 @@ def test_the_app_refuses_to_be_built_without_a_token(settings, broker):
 
 def test_the_web_process_refuses_to_start_without_a_token():
     # Given the environment of a real web process, without a token
-    env = {k: v for k, v in os.environ.items() if k not in ("CALLBOARD_API_TOKEN", "PORT")}
+    unset = ("CALLBOARD_API_TOKEN", "CALLBOARD_AUTH_DISABLED", "PORT")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env["PORT"] = "9"  # never bound: the process must stop before it serves
 
     # When
@@ -597,7 +610,7 @@ def test_the_same_key_with_another_body_is_a_409_problem(client, db):
 
     # Then
     problem = assert_problem(resp, 409)
-    assert first.json["id"] in problem["detail"] or "order-43" in problem["detail"]
+    assert "'order-43'" in problem["detail"] and first.json["id"] in problem["detail"]
     assert ledger_contents(db) == before
 
 
@@ -622,6 +635,7 @@ def test_twenty_concurrent_replays_of_one_key_create_one_task(client, db, broker
     threads_count = 20
     barrier = threading.Barrier(threads_count)
     answers: list = [None] * threads_count
+    backends: set[int] = set()
 
     def submit(n: int) -> None:
         try:
@@ -629,6 +643,7 @@ def test_twenty_concurrent_replays_of_one_key_create_one_task(client, db, broker
             answers[n] = client.simulate_post(
                 "/tasks", json=VALID, headers={"Idempotency-Key": "same-key"}
             )
+            backends.add(db.execute_sql("SELECT pg_backend_pid()").fetchone()[0])
         finally:
             close_connection()
 
@@ -641,6 +656,7 @@ def test_twenty_concurrent_replays_of_one_key_create_one_task(client, db, broker
         thread.join(timeout=30)
 
     # Then exactly one created the task; every other answer is that task
+    assert len(backends) == threads_count  # each thread had a connection of its own
     statuses = sorted(resp.status_code for resp in answers)
     assert statuses == [200] * (threads_count - 1) + [202], [r.text for r in answers]
     assert {resp.json["id"] for resp in answers} == {answers[0].json["id"]}
@@ -788,7 +804,7 @@ def test_a_task_with_delay_ms_is_queued_with_its_due_time_in_the_delay_queue(
 def test_a_task_with_run_at_keeps_that_time(client, db, broker, redis_client):
     # Given a time in an hour, written with an offset
     due = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
-    written = due.astimezone(timezone_plus_0530()).isoformat()
+    written = due.astimezone(PLUS_0530).isoformat()
 
     # When
     resp = client.simulate_post("/tasks", json=_submission(run_at=written))
@@ -841,6 +857,38 @@ def test_an_impossible_delay_is_a_clear_422(client, unchanged, changes, field, m
     assert message in problem["errors"][0]["message"]
 
 
+@pytest.mark.parametrize(
+    ("run_at", "stored"),
+    [
+        ("2016-12-31T23:59:60Z", "2016-12-31T23:59:59.999999+00:00"),
+        ("0001-01-01T00:00:00+23:59", "0001-01-01T00:00:00+00:00"),
+        ("0001-01-01T00:00:00-23:59", "0001-01-01T23:59:00+00:00"),
+        ("2001-09-09t01:46:40.123456789z", "2001-09-09T01:46:40.123456+00:00"),
+    ],
+    ids=["leap-second", "before-year-1-in-utc", "largest-offset", "lower-case-nanoseconds"],
+)
+def test_every_rfc_3339_run_at_is_accepted_and_stored_in_utc(client, db, run_at, stored):
+    # RFC 3339 allows all of these; Python and PostgreSQL do not all take them as they are.
+    resp = client.simulate_post("/tasks", json=_submission(run_at=run_at))
+
+    assert resp.status_code == 202, resp.text
+    assert resp.json["run_at"] == stored
+
+
+@pytest.mark.parametrize(
+    "bound",
+    ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59", "2030-01-01T00:00:00+23:59"],
+    ids=["after-year-9999-in-utc", "before-year-1-in-utc", "offset-postgresql-refuses"],
+)
+@pytest.mark.parametrize("name", ["created_after", "created_before"])
+def test_every_rfc_3339_creation_bound_is_accepted(client, db, name, bound):
+    client.simulate_post("/tasks", json=VALID)
+
+    resp = client.simulate_get("/tasks", params={name: bound})
+
+    assert resp.status_code == 200, resp.text
+
+
 def test_a_delayed_item_of_a_batch_names_its_index(client, unchanged):
     # When
     resp = client.simulate_post(
@@ -850,12 +898,6 @@ def test_a_delayed_item_of_a_batch_names_its_index(client, unchanged):
     # Then
     problem = assert_problem(resp, 422)
     assert error_fields(problem) == ["tasks[1].run_at"]
-
-
-def timezone_plus_0530():
-    from datetime import timezone
-
-    return timezone(timedelta(hours=5, minutes=30))
 
 
 # -- listing by creation time ----------------------------------------------------------------
@@ -886,7 +928,7 @@ def test_the_list_filters_by_a_creation_range_and_its_next_links_keep_it(client,
 
     # When / Then the bounds are exclusive, in any offset, and pages keep the range
     at = (start + timedelta(hours=1)).isoformat()
-    until = (start + timedelta(hours=4)).astimezone(timezone_plus_0530()).isoformat()
+    until = (start + timedelta(hours=4)).astimezone(PLUS_0530).isoformat()
     assert listed(created_after=at) == ids[:1:-1]
     assert listed(created_before=until) == ids[3::-1]
     assert listed(created_after=at, created_before=until) == [ids[3], ids[2]]
@@ -960,6 +1002,11 @@ def test_every_error_answer_is_documented_as_problem_json(client):
                     assert schema == {"$ref": "#/components/schemas/Problem"}, where
                 if status == "401":
                     assert response["headers"]["WWW-Authenticate"]["required"], where
+                if status == "503":
+                    assert response["headers"]["Retry-After"]["required"], where
+    for path, status in [("/tasks", "202"), ("/tasks", "200"), ("/tasks/{task_id}/retry", "202")]:
+        headers = document["paths"][path]["post"]["responses"][status]["headers"]
+        assert headers["Location"]["required"], (path, status)
     problem = document["components"]["schemas"]["Problem"]
     assert set(problem["required"]) == {"type", "title", "status", "detail"}
     assert "errors" in problem["properties"]
