@@ -21,8 +21,8 @@ class Results:
     figures: dict[str, list[float]] = dataclasses.field(default_factory=lambda: defaultdict(list))
     #: Peak RSS in MiB by process label (the largest, for labels shared by several processes).
     peak_rss: dict[str, float] = dataclasses.field(default_factory=dict)
-    #: CPU % while idle by process label, one value per repetition.
-    idle_cpu: dict[str, list[float]] = dataclasses.field(default_factory=lambda: defaultdict(list))
+    #: CPU % by phase, then by part of the stack (``cpu.py``), one value per repetition.
+    cpu: dict[str, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
 
     def add(self, name: str, value: float) -> None:

@@ -6,20 +6,22 @@ PostgreSQL's clock) minus the moment the benchmark sent its POST (same machine c
 
 - Warm bursts: ``bursts`` per repetition, each ``burst_gap`` seconds after the previous burst's
   tasks all started: the workers are idle, but their poll back-off is still short.
-- After idle: the workers get no message for ``idle_seconds`` (long enough for Dramatiq's poll
-  back-off to reach its cap), then one burst. The CPU time each process used during that idle
-  window, over its length, is the idle CPU figure.
+- After idle: ``idle_rounds`` times per repetition, the workers get no message for
+  ``idle_seconds`` (long enough for Dramatiq's poll back-off to reach its cap), then one burst.
+  A burst's tasks are mostly fetched together, so the rounds are what make the percentiles
+  mean something. The CPU time each process used during an idle window, over its length, is
+  the idle CPU figure.
 """
 
 from __future__ import annotations
 
 import time
 
-from scripts.benchmark import stack
+from scripts.benchmark import cpu
 from scripts.benchmark.client import HttpPool
 from scripts.benchmark.context import Context
+from scripts.benchmark.cpu import CpuMeter
 from scripts.benchmark.measures import TASK
-from scripts.benchmark.runner import cpu_seconds, process_tree
 from scripts.benchmark.waiting import say, wait_until
 
 
@@ -39,16 +41,24 @@ def warm_and_idle(ctx: Context) -> None:
             results.add("latency_p99", p99)
             say(f"warm bursts, rep {rep + 1}: submit→start p50 {p50:.1f} ms, p99 {p99:.1f} ms")
         for rep in range(options.reps):
-            cpu = _idle_cpu(ctx, options.idle_seconds)
-            samples = _burst(ctx, pool)
+            samples = []
+            for _ in range(options.idle_rounds):
+                meter = CpuMeter(ctx).start()
+                accepted = ctx.redis.connections_received()
+                time.sleep(options.idle_seconds)
+                used = meter.stop()
+                # What other clients of a shared Redis add to the server-wide connection count.
+                background = ctx.redis.connections_received() - accepted
+                results.add("redis_background_per_s", background / options.idle_seconds)
+                cpu.record(ctx, "idle", used)
+                samples += _burst(ctx, pool)
             p50, p99 = percentile(samples, 50), percentile(samples, 99)
             results.add("idle_latency_p50", p50)
             results.add("idle_latency_p99", p99)
-            for name, percent in cpu.items():
-                results.idle_cpu[name].append(percent)
             say(
-                f"after {options.idle_seconds:g} s idle, rep {rep + 1}: submit→start p50 "
-                f"{p50:.1f} ms, p99 {p99:.1f} ms; idle CPU {cpu['total']:.1f} %"
+                f"{options.idle_rounds} bursts after {options.idle_seconds:g} s idle each, "
+                f"rep {rep + 1}: submit→start p50 {p50:.1f} ms, p99 {p99:.1f} ms; "
+                f"idle CPU {used[cpu.TOTAL]:.1f} %"
             )
     finally:
         pool.close()
@@ -79,19 +89,3 @@ def _burst(ctx: Context, pool: HttpPool) -> list[float]:
         interval=0.005,
     )
     return [(started[task_id] - sent[task_id]) * 1000 for task_id in ids]
-
-
-def _idle_cpu(ctx: Context, seconds: float) -> dict[str, float]:
-    """CPU % of each Callboard process tree (and their total) over ``seconds`` of idling."""
-    trees = {name: process_tree(pid) for name, pid in stack.pids(ctx).items()}
-    before = {name: _cpu(pids) for name, pids in trees.items()}
-    began = time.monotonic()
-    time.sleep(seconds)
-    elapsed = time.monotonic() - began
-    used = {name: (_cpu(pids) - before[name]) / elapsed * 100 for name, pids in trees.items()}
-    used["total"] = sum(used.values())
-    return used
-
-
-def _cpu(pids: list[int]) -> float:
-    return sum(cpu_seconds(pid) or 0.0 for pid in pids)

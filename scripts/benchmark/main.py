@@ -103,8 +103,8 @@ def _run_phases(ctx: Context) -> None:
     baselines.stock_drain(ctx)
     stack.start(ctx, stack.WEB)
     stack.start(ctx, stack.SCHEDULER)
-    measures.submit(ctx)
-    measures.batch_submit(ctx)
+    measures.submit(ctx, profiler)
+    measures.batch_submit(ctx, profiler)
     ctx.db.truncate()
     ctx.redis.clear_queues()
     stack.start(ctx, stack.WORKER)
@@ -145,19 +145,19 @@ def _context(
 
 def _base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in OWNED_VARIABLES}
-    # The venv's tools (dramatiq, wrk's neighbours) first, as scripts/lib.sh's activation does.
+    # The venv's tools (dramatiq, py-spy) first, as scripts/lib.sh's activation does.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
 def _header(ctx: Context, seconds: float) -> list[str]:
     o = ctx.options
+    # Settings the caller passes on to the processes (e.g. dramatiq_worker_timeout=20).
     tuned = sorted(
         k
         for k in os.environ
-        if k.startswith("CALLBOARD_")
+        if k.startswith(("CALLBOARD_", "dramatiq_"))
         and k not in OWNED_VARIABLES
-        and k != MARKER
         and not k.startswith("CALLBOARD_BENCH_")
     )
     lines = [
@@ -173,7 +173,10 @@ def _header(ctx: Context, seconds: float) -> list[str]:
         settings = ", ".join(f"{k}={os.environ[k]}" for k in tuned)
         lines.append(f"Caller's settings in effect: {settings}")
     if o.profile_dir:
-        lines.append("PROFILED RUN: py-spy sampled web and worker in the first end-to-end runs.")
+        lines.append(
+            "PROFILED RUN: py-spy sampled web and worker in the first repetition of submit, "
+            "batch submit and both end-to-end runs; their figures are lower."
+        )
     return lines
 
 

@@ -19,9 +19,10 @@ import dataclasses
 import json
 import time
 
-from scripts.benchmark import stack
+from scripts.benchmark import cpu, stack
 from scripts.benchmark.client import HttpPool
 from scripts.benchmark.context import Context
+from scripts.benchmark.cpu import CpuMeter
 from scripts.benchmark.load import Request
 from scripts.benchmark.profiling import Profiler
 from scripts.benchmark.resources import BenchError
@@ -42,7 +43,7 @@ class Connections:
     redis_db_ids: frozenset[int]
 
 
-def submit(ctx: Context) -> None:
+def submit(ctx: Context, profiler: Profiler | None = None) -> None:
     """``POST /tasks`` requests/s and latency at each connection count (workers stopped)."""
     options, results = ctx.options, ctx.results
     request = _request(ctx, "/tasks", TASK)
@@ -50,10 +51,17 @@ def submit(ctx: Context) -> None:
     _reset(ctx)
     for rep in range(options.reps):
         for connections in options.connections:
+            profile = profiler is not None and rep == 0 and connections == options.e2e_connections
+            if profile:
+                profiler.start("submit")
             before = connections_now(ctx)
+            meter = CpuMeter(ctx).start()
             result = ctx.loadgen.run(
                 ctx.web_url, request, connections=connections, seconds=options.duration
             )
+            cpu.record(ctx, f"submit, {connections} conns", meter.stop())
+            if profile:
+                profiler.stop()
             accepted = result.count(202)
             results.add(f"submit_rps@{connections}", result.rate(202))
             results.add(f"submit_p50@{connections}", result.p50_ms)
@@ -68,15 +76,21 @@ def submit(ctx: Context) -> None:
             _reset(ctx)
 
 
-def batch_submit(ctx: Context) -> None:
+def batch_submit(ctx: Context, profiler: Profiler | None = None) -> None:
     """``POST /tasks/batch`` tasks/s (workers stopped)."""
     options, results = ctx.options, ctx.results
     request = _request(ctx, "/tasks/batch", {"tasks": [TASK] * options.batch_size})
     for rep in range(options.reps):
+        if profiler and rep == 0:
+            profiler.start("batch-submit")
         before = connections_now(ctx)
+        meter = CpuMeter(ctx).start()
         result = ctx.loadgen.run(
             ctx.web_url, request, connections=options.batch_connections, seconds=options.duration
         )
+        cpu.record(ctx, "batch submit", meter.stop())
+        if profiler and rep == 0:
+            profiler.stop()
         tasks = result.count(202) * options.batch_size
         rate = tasks / result.seconds
         results.add("batch_submit_per_s", rate)
@@ -100,6 +114,7 @@ def e2e_single(ctx: Context, profiler: Profiler | None) -> None:
         before = connections_now(ctx)
         if profiler and rep == 0:
             profiler.start("e2e-single")
+        meter = CpuMeter(ctx).start()
         started = time.time()
         name = ctx.loadgen.start(
             ctx.web_url, request, connections=options.e2e_connections, quota=options.n
@@ -112,6 +127,7 @@ def e2e_single(ctx: Context, profiler: Profiler | None) -> None:
         result = ctx.loadgen.finish(name, interrupt=True)
         _note_failures(ctx, "POST /tasks (end to end)", result, 202, filler=200)
         _finish_e2e(ctx, "e2e_single_per_s", "end to end, single POSTs", rep, started, before)
+        cpu.record(ctx, "e2e single POSTs", meter.stop())
         if profiler and rep == 0:
             profiler.stop()
 
@@ -130,9 +146,11 @@ def e2e_batch(ctx: Context, profiler: Profiler | None) -> None:
             before = connections_now(ctx)
             if profiler and rep == 0:
                 profiler.start("e2e-batch")
+            meter = CpuMeter(ctx).start()
             started = time.time()
             pool.post_concurrently("/tasks/batch", [{"tasks": [TASK] * size} for size in sizes])
             _finish_e2e(ctx, "e2e_batch_per_s", "end to end, batches", rep, started, before)
+            cpu.record(ctx, "e2e batches", meter.stop())
             if profiler and rep == 0:
                 profiler.stop()
     finally:

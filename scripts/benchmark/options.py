@@ -15,6 +15,8 @@ DEFAULT_DURATION = 4.0
 #: Seconds the workers stay idle before the idle-latency burst: Dramatiq's poll back-off
 #: reaches its 1 s cap after about 2.5 s without messages.
 DEFAULT_IDLE_SECONDS = 5.0
+#: Idle windows (each followed by a burst) per repetition.
+DEFAULT_IDLE_ROUNDS = 3
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_BATCH_CONNECTIONS = 2
 DEFAULT_BURST_SIZE = 10
@@ -30,6 +32,7 @@ QUICK = {
     "connections": (16,),
     "duration": 1.5,
     "idle_seconds": 1.5,
+    "idle_rounds": 1,
     "bursts": 3,
 }
 
@@ -43,6 +46,7 @@ class Options:
     connections: tuple[int, ...] = DEFAULT_CONNECTIONS
     duration: float = DEFAULT_DURATION
     idle_seconds: float = DEFAULT_IDLE_SECONDS
+    idle_rounds: int = DEFAULT_IDLE_ROUNDS
     batch_size: int = DEFAULT_BATCH_SIZE
     batch_connections: int = DEFAULT_BATCH_CONNECTIONS
     burst_size: int = DEFAULT_BURST_SIZE
@@ -86,6 +90,11 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         type=float,
         help=f"worker idle time before the idle-latency burst ({DEFAULT_IDLE_SECONDS})",
     )
+    parser.add_argument(
+        "--idle-rounds",
+        type=_positive,
+        help=f"idle windows, each then a burst, per repetition ({DEFAULT_IDLE_ROUNDS})",
+    )
     parser.add_argument("--batch-size", type=_positive, help="tasks per batch POST (1000)")
     parser.add_argument("--batch-connections", type=_positive, help="concurrent batch POSTs (2)")
     parser.add_argument("--burst-size", type=_positive, help="tasks per latency burst (10)")
@@ -111,7 +120,8 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
         "--profile",
         dest="profile_dir",
         metavar="DIR",
-        help="record py-spy profiles of web and worker during the end-to-end runs into DIR "
+        help="record py-spy profiles of web and worker in the first repetition of each "
+        "submit and end-to-end run into DIR "
         "(needs `pip install py-spy`; the figures of a profiled run are slower)",
     )
     parser.add_argument("--quick", action="store_true", help="a tiny run, for a smoke test")

@@ -1,10 +1,12 @@
 """Optional py-spy profiles of the web and worker processes (``scripts/bench --profile DIR``).
 
-py-spy is not a dependency of Callboard: ``pip install py-spy`` into the venv to use this. It
-samples 100 times a second without pausing the process (``--nonblocking``) and writes collapsed
-stacks (``--format raw``, one ``frame;frame;... count`` line per stack; flamegraph.pl turns them
-into an SVG). ``summarize()`` turns a file into the top functions by own and by total time, and
-the share of own time by package.
+py-spy is not a dependency of Callboard: ``pip install py-spy`` into the venv to use this. Each
+process is sampled 100 times a second without being paused (``--nonblocking``), twice over: a
+"wall" view (every busy thread, so waits on PostgreSQL and Redis show) and a "gil" view (only
+the thread holding the GIL: where the process's one core of Python goes). Files are
+``DIR/<phase>-<process>-<view>.txt`` in collapsed-stack form (``frame;frame;... count``, which
+flamegraph.pl turns into an SVG), each with a ``.summary.txt``: the top functions by own and by
+total samples, and own samples by package.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from scripts.benchmark.waiting import say
 
 SAMPLE_RATE = 100
 TOP = 15
+#: "wall": every thread that is not idle (waits on PostgreSQL and Redis included); "gil": only
+#: the thread holding the GIL, i.e. where the process's one core of Python goes.
+VIEWS = ("wall", "gil")
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::\d+)?\)$")
 
 
@@ -41,14 +46,17 @@ class Profiler:
         for name, pid in stack.pids(self.ctx).items():
             if name == stack.SCHEDULER:
                 continue
-            out = self.out_dir / f"{phase}-{name}.txt"
-            command = ["py-spy", "record", f"--pid={pid}", f"--rate={SAMPLE_RATE}"]
-            command += ["--nonblocking", "--format=raw", f"--output={out}"]
-            if name == stack.WORKER:
-                command.append("--subprocesses")
-            proc_name = f"py-spy-{phase}-{name}"
-            self.ctx.runner.start(proc_name, command)
-            self._running.append((proc_name, out))
+            for view in VIEWS:
+                out = self.out_dir / f"{phase}-{name}-{view}.txt"
+                command = ["py-spy", "record", f"--pid={pid}", f"--rate={SAMPLE_RATE}"]
+                command += ["--nonblocking", "--full-filenames", "--format=raw", f"--output={out}"]
+                if view == "gil":
+                    command.append("--gil")
+                if name == stack.WORKER:
+                    command.append("--subprocesses")
+                proc_name = f"py-spy-{phase}-{name}-{view}"
+                self.ctx.runner.start(proc_name, command)
+                self._running.append((proc_name, out))
 
     def stop(self) -> None:
         """Stop the recordings (py-spy writes its file on SIGINT) and print their summaries."""
@@ -102,15 +110,15 @@ def _name(frame: str) -> tuple[str, str]:
 
 
 def _short(file: str) -> str:
-    for marker in ("site-packages/", "/lib/python3"):
+    for marker in ("site-packages/", "/lib/python3."):
         if marker in file:
             return file.split(marker, 1)[1]
-    return file.rsplit("/main/", 1)[-1]
+    return file.removeprefix(f"{Path.cwd()}/")
 
 
 def _package(file: str) -> str:
     if "site-packages/" in file:
         return file.split("site-packages/", 1)[1].split("/", 1)[0]
-    if "/lib/python3" in file:
-        return "stdlib:" + file.split("/lib/python3", 1)[1].split("/")[1]
-    return "callboard:" + file.rsplit("/main/", 1)[-1].split("/", 1)[0]
+    if "/lib/python3." in file:
+        return "stdlib:" + file.split("/lib/python3.", 1)[1].split("/")[1]
+    return "callboard:" + _short(file).split("/", 1)[0]

@@ -7,8 +7,10 @@ run first, each alone), and is reported as the median [min–max] of those per-r
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 
+from scripts.benchmark import cpu
 from scripts.benchmark.context import Results
 from scripts.benchmark.options import Options
 
@@ -54,7 +56,7 @@ def render(results: Results, options: Options, header: list[str]) -> str:
     out += _section("Submit (web, scheduler; workers stopped)", _submit_rows(options), results)
     out += _section("End to end (web, scheduler, workers)", _e2e_rows(options), results)
     out += _section("Submit → started_at latency, idle workers", _latency_rows(options), results)
-    out += _idle_cpu(results)
+    out += _cpu(results)
     out += _memory(results)
     out += _connections(results)
     if results.notes:
@@ -148,7 +150,8 @@ def _e2e_rows(options: Options) -> list[Row]:
 
 def _latency_rows(options: Options) -> list[Row]:
     warm = f"warm bursts of {options.burst_size} ({options.burst_gap:g} s apart)"
-    idle = f"burst of {options.burst_size} after {options.idle_seconds:g} s idle"
+    o = options
+    idle = f"{o.idle_rounds}× ({o.idle_seconds:g} s idle, burst of {o.burst_size})"
     return [
         Row(f"{warm}: p50", "latency_p50", "ms", None, TARGET_P50_MS, False),
         Row(f"{warm}: p99", "latency_p99", "ms", None, TARGET_P99_MS, False),
@@ -187,13 +190,25 @@ def _section(title: str, rows: list[Row], results: Results) -> list[str]:
     return out
 
 
-def _idle_cpu(results: Results) -> list[str]:
-    if not results.idle_cpu:
+def _cpu(results: Results) -> list[str]:
+    if not results.cpu:
         return []
-    out = ["", f"CPU while idle (% of one core; target: total ≤ {TARGET_IDLE_CPU:g} %)"]
-    for name, values in sorted(results.idle_cpu.items(), key=lambda kv: kv[0] == "total"):
-        spread = f"[{min(values):.1f}–{max(values):.1f}]"
-        out.append(f"  {name:<46} {statistics.median(values):>10.1f} {spread:>21} %")
+    columns = ["web", "scheduler", "worker", cpu.TOTAL, cpu.POSTGRES, cpu.REDIS]
+    out = [
+        "",
+        "CPU use, % of one core (median over repetitions; the machine has "
+        f"{os.cpu_count()}). Target while idle: total ≤ {TARGET_IDLE_CPU:g} %",
+        f"  {'phase':<24}" + "".join(f"{name:>19}" for name in columns),
+    ]
+    for phase, parts in results.cpu.items():
+        cells = [
+            f"{statistics.median(parts[name]):.1f}" if parts.get(name) else "-" for name in columns
+        ]
+        out.append(f"  {phase:<24}" + "".join(f"{cell:>19}" for cell in cells))
+    out.append(
+        "  (total: Callboard's processes. postgres backends: those connected to the bench "
+        "database. redis-server: the whole shared server.)"
+    )
     return out
 
 
@@ -229,8 +244,17 @@ def _connections(results: Results) -> list[str]:
         out.append(f"  {phase:<22} {cells[0]:>26} {cells[1]:>26} {cells[2]:>26}")
     out.append(
         "  (PostgreSQL: pg_stat_database.sessions of the bench database. Redis server-wide: "
-        "INFO total_connections_received, which counts every client of a shared server.)"
+        "INFO total_connections_received, which counts every client of a shared server."
     )
+    background = results.median("redis_background_per_s")
+    if background is not None:
+        out.append(
+            f"  While the stack was idle the Redis server accepted {background:.1f} connections/s "
+            "in all: other clients' background. Redis, new on bench db: connections to the "
+            "bench's db opened during the run and still open at its end.)"
+        )
+    else:
+        out[-1] += ")"
     return out
 
 

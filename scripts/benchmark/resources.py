@@ -99,6 +99,10 @@ class BenchRedis:
         """Connections the Redis server accepted since it started (server-wide)."""
         return int(self.client.info("stats")["total_connections_received"])
 
+    def server_pid(self) -> int:
+        """The Redis server's process id (``INFO server``)."""
+        return int(self.client.info("server")["process_id"])
+
     def client_ids(self) -> set[int]:
         """Ids of the connections open now on this db (not counting this client's own)."""
         own = self.client.client_id()
@@ -175,6 +179,15 @@ class BenchDatabase:
         return int(
             self._one("SELECT sessions FROM pg_stat_database WHERE datname = %s", (self.name,))[0]
         )
+
+    def backend_pids(self) -> list[int]:
+        """Process ids of the server backends connected to this database, but ours."""
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (self.name,),
+            )
+            return [row[0] for row in cur.fetchall()]
 
     def _one(self, query: str, params: tuple = ()) -> tuple:
         with self.conn.cursor() as cur:
