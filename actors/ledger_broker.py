@@ -12,6 +12,10 @@ Three changes to the stock ``RedisBroker``, all small:
 * A consumer being closed (worker shutdown) puts the messages it fetched but never handed to a
   worker thread back on their queue. Stock Dramatiq drops that cache, leaving the messages in
   the stopped process's ack set until maintenance declares it dead.
+* An idle consumer blocks on its queue's *wake-up list* (``BLPOP``) instead of sleeping through
+  Dramatiq's polling back-off (up to 1 s); every enqueue pushes a token there in the same round
+  trip. A message sent to idle workers starts within milliseconds, and idle workers use no CPU.
+  Delay queues are polled every ``DELAY_POLL_S`` so that delayed tasks start close to their time.
 * While Redis is unreachable, a consumer waits for the process's next reconnect attempt, which
   backs off, instead of being restarted every 3 s with two log lines (``actors.redis_outage``).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import redis
@@ -31,6 +36,12 @@ from dramatiq.message import Message
 from actors.redis_outage import RedisOutage
 
 logger = logging.getLogger("callboard.broker")
+
+#: Most wake-up tokens kept per queue: enough to wake every idle consumer, bounded when all are
+#: busy (a stale token only costs one extra fetch).
+WAKE_TOKENS_CAP = 64
+#: Seconds between two looks at a delay queue for messages that have come due.
+DELAY_POLL_S = 0.1
 
 
 class LedgerRedisBroker(RedisBroker):
@@ -47,26 +58,49 @@ class LedgerRedisBroker(RedisBroker):
 
     def enqueue(self, message: Message, *, delay: int | None = None) -> Message:
         """Enqueue ``message`` under its own id, optionally delayed by ``delay`` milliseconds."""
-        message = self._addressed(message, delay)
-        self.emit_before("enqueue", message, delay)
-        self.do_enqueue(message.queue_name, message.message_id, message.encode())
-        self.emit_after("enqueue", message, delay)
+        (message,) = self.enqueue_many([(message, delay)])
         return message
 
-    def enqueue_many(self, messages: Sequence[tuple[Message, int | None]]) -> None:
-        """Enqueue many ``(message, delay)`` pairs in one Redis round trip (a pipeline)."""
-        pipeline = self.client.pipeline(transaction=False)
-        dispatch = self.scripts["dispatch"]
+    def enqueue_many(self, messages: Sequence[tuple[Message, int | None]]) -> list[Message]:
+        """Enqueue many ``(message, delay)`` pairs, and wake idle consumers, in one round trip."""
         addressed = [(self._addressed(message, delay), delay) for message, delay in messages]
         for message, delay in addressed:
             self.emit_before("enqueue", message, delay)
-            args = self._dispatch_args(
-                "enqueue", message.queue_name, message.message_id, message.encode()
-            )
-            dispatch(keys=[self.namespace], args=args, client=pipeline)
-        pipeline.execute()
+        self._execute_enqueue([message for message, _ in addressed])
         for message, delay in addressed:
             self.emit_after("enqueue", message, delay)
+        return [message for message, _ in addressed]
+
+    def wait_for_wakeup(self, queue_name: str, timeout_s: float) -> None:
+        """Block until a message is sent to ``queue_name`` or ``timeout_s`` passes."""
+        self.client.blpop([self._wake_key(queue_name)], timeout=timeout_s)
+
+    def _execute_enqueue(self, messages: list[Message]) -> None:
+        # EVALSHA straight into the pipeline: redis-py's Script objects would add a SCRIPT EXISTS
+        # round trip to every pipeline. Should Redis have lost the script (a restart), load it
+        # and send again; no enqueue ran, the script being unknown.
+        dispatch = self.scripts["dispatch"]
+        for attempt in (1, 2):
+            pipeline = self.client.pipeline(transaction=False)
+            for message in messages:
+                args = self._dispatch_args(
+                    "enqueue", message.queue_name, message.message_id, message.encode()
+                )
+                pipeline.evalsha(dispatch.sha, 1, self.namespace, *args)
+            for queue_name, count in Counter(m.queue_name for m in messages).items():
+                key = self._wake_key(queue_name)
+                pipeline.rpush(key, *[1] * min(count, WAKE_TOKENS_CAP))
+                pipeline.ltrim(key, -WAKE_TOKENS_CAP, -1)
+            try:
+                pipeline.execute()
+                return
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                self.client.script_load(dispatch.script)
+
+    def _wake_key(self, queue_name: str) -> str:
+        return f"{self.namespace}:{queue_name}.wake"
 
     def do_fetch(self, queue_name: str, prefetch: int) -> list[bytes | None]:
         """Fetch up to ``prefetch`` messages of a queue (stock), noting that Redis answered."""
@@ -160,8 +194,20 @@ class _CacheReturningConsumer(_RedisConsumer):
             time.sleep(min(wait, poll_s))
             return None
         try:
+            if not self.message_cache and self.outstanding_message_count < self.prefetch:
+                # Fill the cache here so that an empty queue blocks on its wake-up list rather
+                # than in Dramatiq's sleeping back-off.
+                self.message_cache = self.broker.do_fetch(
+                    self.queue_name, self.prefetch - self.outstanding_message_count
+                )
+                if not self.message_cache:
+                    delayed = self.queue_name.endswith(".DQ")
+                    self.broker.wait_for_wakeup(
+                        self.queue_name, min(poll_s, DELAY_POLL_S) if delayed else poll_s
+                    )
+                    return None
             message = super().__next__()
-        except (ConnectionClosed, redis.TimeoutError) as exc:
+        except (ConnectionClosed, redis.ConnectionError, redis.TimeoutError) as exc:
             time.sleep(min(outage.failed(exc), poll_s))
             return None
         return message

@@ -56,26 +56,36 @@ class Requeued:
 
 
 def create_tasks(db: PostgresqlDatabase, new_tasks: Sequence[NewTask]) -> list[Task]:
-    """Insert queued tasks and their ``created`` events in one transaction; return the rows."""
-    rows = [
-        {
-            "id": uuid.uuid4(),
-            "type": new.type,
-            "status": "queued",
-            "payload": new.payload,
-            "run_at": new.run_at,
-            "idempotency_key": new.idempotency_key,
-            "request_hash": new.request_hash,
-        }
-        for new in new_tasks
-    ]
-    with db.atomic():
-        created = list(Task.insert_many(rows).returning(Task).execute())
-        db.execute_sql(
-            "INSERT INTO task_events (task_id, kind) SELECT unnest(%s::uuid[]), 'created'",
-            ([str(row["id"]) for row in rows],),
+    """Insert queued tasks and their ``created`` events; return the rows in the given order.
+
+    One statement (so one round trip and one commit, atomic for the whole batch): acceptance
+    must be durable, and this is the write every submission waits for.
+    """
+    ids = [str(uuid.uuid4()) for _ in new_tasks]
+    cursor = db.execute_sql(
+        f"""
+        WITH created AS (
+            INSERT INTO tasks (id, type, status, payload, run_at, idempotency_key, request_hash)
+            SELECT id, type, 'queued', payload, run_at, key, hash
+              FROM unnest(%s::uuid[], %s::text[], %s::jsonb[], %s::timestamptz[], %s::text[],
+                          %s::text[]) AS new (id, type, payload, run_at, key, hash)
+            RETURNING {_TASK_COLUMNS}
+        ), event AS (
+            INSERT INTO task_events (task_id, kind) SELECT id, 'created' FROM created
         )
-    return created
+        SELECT {_TASK_COLUMNS} FROM created
+        """,
+        (
+            ids,
+            [new.type for new in new_tasks],
+            [Json(new.payload) for new in new_tasks],
+            [new.run_at for new in new_tasks],
+            [new.idempotency_key for new in new_tasks],
+            [new.request_hash for new in new_tasks],
+        ),
+    )
+    by_id = {str(row[0]): _task_from_row(row) for row in cursor.fetchall()}
+    return [by_id[task_id] for task_id in ids]
 
 
 def create_idempotent_task(db: PostgresqlDatabase, new: NewTask) -> tuple[Task, bool]:
@@ -332,3 +342,12 @@ def _raise_for_status(task_id: uuid.UUID | str, action: str) -> None:
     if task is None:
         raise TaskNotFound(str(task_id))
     raise InvalidTransition(str(task_id), task.status, action)
+
+
+#: The columns of ``tasks``, in the order of ``Task``'s fields.
+_TASK_COLUMNS = ", ".join(field.column_name for field in Task._meta.sorted_fields)
+
+
+def _task_from_row(row: tuple) -> Task:
+    # A Task built from a raw row, without a second query.
+    return Task(**dict(zip(Task._meta.sorted_field_names, row, strict=True)))
