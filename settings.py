@@ -36,7 +36,7 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     heartbeat_interval: float = 30.0
     max_recoveries: int = 3
-    shutdown_timeout: float = 4.0
+    shutdown_timeout: float = 3.0
     rebalance_period: int = 10
     resend_grace: float = 5.0
     api_tokens: tuple[str, ...] = ()
@@ -74,7 +74,7 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         max_body_bytes=_number(env, "CALLBOARD_MAX_BODY_BYTES", 1024 * 1024, int, 1024, 1 << 30),
         heartbeat_interval=_number(env, "CALLBOARD_HEARTBEAT_INTERVAL", 30.0, float, 0.5, 3600),
         max_recoveries=_number(env, "CALLBOARD_MAX_RECOVERIES", 3, int, 1, 1000),
-        shutdown_timeout=_number(env, "CALLBOARD_SHUTDOWN_TIMEOUT", 4.0, float, 0, 3600),
+        shutdown_timeout=_number(env, "CALLBOARD_SHUTDOWN_TIMEOUT", 3.0, float, 0, 3600),
         rebalance_period=_number(env, "CALLBOARD_REBALANCE_PERIOD", 10, int, 1, 3600),
         resend_grace=_number(env, "CALLBOARD_RESEND_GRACE", 5.0, float, 0, 3600),
         api_tokens=_tokens(env, "CALLBOARD_API_TOKEN"),

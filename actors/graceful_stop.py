@@ -23,6 +23,8 @@ logger = logging.getLogger("callboard.worker")
 
 #: Signals Dramatiq's worker process treats as "stop" (and a repeat as "kill now").
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: The longest a stopping worker's idle consumers sleep between polls, in milliseconds.
+STOP_POLL_MS = 100
 
 
 class GracefulStop(Middleware):
@@ -39,6 +41,14 @@ class GracefulStop(Middleware):
 
     def before_worker_shutdown(self, broker, worker) -> None:
         self.state.begin_stop(self.timeout)
+        # Dramatiq keeps the consumers polling while tasks finish, then stops and joins them; an
+        # idle consumer sleeps up to the worker timeout (1 s) between polls, and the stop waited
+        # that out (measured: 0.75 s after the last task), eating into the time honcho (5 s) or
+        # a PaaS allows before SIGKILL. From here on they poll, and so stop, within 0.1 s.
+        for consumer_thread in worker.consumers.values():
+            consumer_thread.worker_timeout = STOP_POLL_MS
+            if consumer_thread.consumer is not None:
+                consumer_thread.consumer.timeout = STOP_POLL_MS
 
     def after_worker_shutdown(self, broker, worker) -> None:
         # Tasks handed back during the stop are sent again only now: their old messages are

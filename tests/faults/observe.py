@@ -137,12 +137,15 @@ _RETRY_IN = re.compile(r"retries in ([\d.]+) s")
 
 
 def outage_lines(window: LogWindow, name: str) -> list[str]:
-    """The lines about a Redis outage that process ``name`` logged in ``window``."""
-    return [
-        line
-        for line in window.lines(name)
-        if _OUTAGE_LINE.search(line) and not _ACCESS_LINE.search(line)
-    ]
+    """The log records about a Redis outage that process ``name`` wrote in ``window``, one string
+    per record (a record's continuation lines, which start with blanks, are joined to it)."""
+    records: list[str] = []
+    for line in window.lines(name):
+        if line[:1].isspace() and records:
+            records[-1] += "\n" + line
+        else:
+            records.append(line)
+    return [r for r in records if _OUTAGE_LINE.search(r) and not _ACCESS_LINE.search(r)]
 
 
 def retry_delays_by_pid(lines: list[str]) -> dict[int, list[float]]:

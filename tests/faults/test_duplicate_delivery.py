@@ -36,7 +36,7 @@ def test_messages_delivered_twice_early_concurrently_and_late_record_one_outcome
     stack.wait_http_ready()
     twice = submit(stack, "a", {"text": "twice", "rounds": 1000})
     send_tasks(broker, [(twice, "a", None)])
-    concurrent = submit(stack, "b", {"duration_ms": 2000, "steps": 4})
+    concurrent = submit(stack, "b", {"duration_ms": 4000, "steps": 4})
     cancelled = submit(stack, "b", {"duration_ms": 100, "steps": 1})
     assert stack.post(f"/tasks/{cancelled}/cancel").status_code == 200
     send_tasks(broker, [(cancelled, "b", None)])
@@ -48,6 +48,8 @@ def test_messages_delivered_twice_early_concurrently_and_late_record_one_outcome
     )
     send_tasks(broker, [(concurrent, "b", None)])
     send_tasks(broker, [(concurrent, "b", None)])
+    _wait_ignored(stack, {concurrent: 2})
+    assert task(stack, concurrent)["status"] == "running", "the duplicates came too late"
     finished = wait_all_final(stack, [twice, concurrent], timeout=20)
 
     # Then each task ran once and succeeded once; the cancelled one never started
@@ -57,7 +59,7 @@ def test_messages_delivered_twice_early_concurrently_and_late_record_one_outcome
         assert kinds["started"] == 1 and finished[task_id]["attempts"] == 1, kinds
     assert task(stack, cancelled)["status"] == "cancelled"
     assert "started" not in [e["kind"] for e in histories(stack, [cancelled])[cancelled]]
-    # ... every extra delivery was received and ignored
+    # ... every extra delivery was received and ignored, the concurrent ones while the task ran
     expected_ignored = {twice: 1, concurrent: 2, cancelled: 2}
     _wait_ignored(stack, expected_ignored)
 

@@ -64,6 +64,7 @@ def test_b_tasks_running_and_prefetched_on_a_worker_killed_with_kill_9_all_finis
     assert beat["threads"] == 5 and {"a", "b", "rebalance"} <= set(beat["queues"]), beat
     assert set(beat["held"]) == set(running), beat
     assert beat["host"] and beat["started_at"] <= beat["beat_at"], beat
+    assert beat["processed"] >= 0 and beat["interval"] == HEARTBEAT_INTERVAL, beat
     assert 0 <= beat["age_s"] <= 2 * HEARTBEAT_INTERVAL, beat
     # ... and a second worker, idle
     stack.define("worker_2", stack.commands["worker"])
@@ -99,11 +100,12 @@ def test_b_tasks_running_and_prefetched_on_a_worker_killed_with_kill_9_all_finis
         assert finished[task_id]["attempts"] == 1, finished[task_id]
         started = first(history[task_id], "started")
         restart_times[task_id] = (started["at"] - killed_at).total_seconds()
-    prefetch_bound = BROKER_HEARTBEAT_TIMEOUT + REBALANCE_PERIOD + 1
+    prefetch_bound = BROKER_HEARTBEAT_TIMEOUT + REBALANCE_PERIOD + TICK_PICKUP_ALLOWANCE
     assert max(restart_times.values()) <= prefetch_bound, (restart_times, prefetch_bound)
     print(
         f"kill -9: running tasks recovered {sorted(recovery_times.values())} s after the last"
-        f" beat (bound {RECOVERY_BOUND} s); prefetched tasks started"
+        f" beat (README bound {RECOVERY_BOUND} s, + {TICK_PICKUP_ALLOWANCE} s pickup); prefetched"
+        f" tasks started"
         f" {sorted(restart_times.values())} s after the kill (bound {prefetch_bound} s)"
     )
 
@@ -177,10 +179,12 @@ def test_sigterm_to_a_worker_group_finishes_short_tasks_and_hands_the_rest_to_an
     signalled_at = datetime.now(UTC)
     stack.signal_group("worker", signal.SIGTERM)
 
-    # Then it exits 0 within its shutdown timeout, its heartbeat deleted at once (it would
-    # otherwise stay listed for 3 s), and having stopped once however many TERMs arrived
+    # Then it exits 0 soon after its shutdown timeout (Dramatiq's main process needs up to 1 s
+    # more), its heartbeat deleted at once (it would otherwise stay listed for 3 s), and having
+    # stopped once however many TERMs arrived
     exit_code = stack.wait_exit("worker", timeout=3 + 5)
     stopped_s = (datetime.now(UTC) - signalled_at).total_seconds()
+    assert stopped_s < 3 + 1.5, stopped_s
     listed = [w["worker_id"] for w in stack.get("/workers").json()["workers"]]
     log = stack.log_text("worker")
     assert exit_code == 0, log
