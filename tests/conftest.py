@@ -127,3 +127,32 @@ def client(settings, db, broker):
     from web.app import create_app
 
     return testing.TestClient(create_app(settings, broker), headers=AUTH_HEADERS)
+
+
+@pytest.fixture
+def stack_env() -> dict:
+    """Extra environment for the processes of a test's ``stack`` (a test folder may override)."""
+    return {}
+
+
+@pytest.fixture
+def stack(tmp_path, db, redis_client, stack_env):
+    """A ``Stack`` of real Callboard processes on an emptied ledger and Redis db; everything it
+    started is killed after the test."""
+    from e2e.stack import Stack
+
+    stack = Stack(tmp_path / "logs", env=stack_env)
+    try:
+        yield stack
+    finally:
+        stack.cleanup()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the processes' logs to the report of a test that failed while using a stack."""
+    outcome = yield
+    report = outcome.get_result()
+    stack = getattr(item, "funcargs", {}).get("stack")
+    if report.failed and stack is not None and report.when in ("setup", "call"):
+        report.sections.append(("Callboard process logs", stack.logs()))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import ROOT, Stack
+from tests.e2e.stack import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -33,16 +33,6 @@ CHROMIUM_FLAGS = (
     "--no-first-run",
     f"--window-size={WINDOW_SIZE[0]},{WINDOW_SIZE[1]}",
 )
-
-
-@pytest.fixture
-def stack(tmp_path, db, redis_client):
-    """A ``Stack`` on an emptied ledger and Redis db; everything it started is killed after."""
-    stack = Stack(tmp_path / "logs")
-    try:
-        yield stack
-    finally:
-        stack.cleanup()
 
 
 @pytest.fixture
@@ -84,14 +74,12 @@ def save_screenshot(driver, name: str) -> Path:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """On failure: attach the processes' logs and save what the browser showed."""
+    """On failure: save what the browser showed (tests/conftest.py attaches the logs)."""
     outcome = yield
     report = outcome.get_result()
     if not report.failed or report.when not in ("setup", "call"):
         return
     funcargs = getattr(item, "funcargs", {})
-    if funcargs.get("stack") is not None:
-        report.sections.append(("Callboard process logs", funcargs["stack"].logs()))
     if funcargs.get("browser") is not None:
         try:
             path = save_screenshot(funcargs["browser"], f"{item.name}-failure")

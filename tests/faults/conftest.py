@@ -8,21 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.stack import Stack
-
 from .servers import PostgresCluster, RedisServer
 from .workers import FAST_FAULT_ENV
 
 
 @pytest.fixture
-def stack(tmp_path, db, redis_client):
-    """A ``Stack`` with ``FAST_FAULT_ENV``, on an emptied ledger and Redis db (the session's,
-    unless the test points it elsewhere); everything it started is killed after the test."""
-    stack = Stack(tmp_path / "logs", env=FAST_FAULT_ENV)
-    try:
-        yield stack
-    finally:
-        stack.cleanup()
+def stack_env() -> dict:
+    """Fault tests run the stack with short heartbeat, rebalance and grace periods."""
+    return FAST_FAULT_ENV
 
 
 @pytest.fixture
@@ -51,15 +44,12 @@ def postgres_cluster():
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Attach the processes' logs (and a throwaway PostgreSQL's) to a failed test's report."""
+    """Attach a throwaway PostgreSQL's log to a failed test's report (tests/conftest.py attaches
+    the processes' logs)."""
     outcome = yield
     report = outcome.get_result()
     if not report.failed or report.when not in ("setup", "call"):
         return
-    funcargs = getattr(item, "funcargs", {})
-    stack = funcargs.get("stack")
-    if stack is not None:
-        report.sections.append(("Callboard process logs", stack.logs()))
-    cluster = funcargs.get("postgres_cluster")
+    cluster = getattr(item, "funcargs", {}).get("postgres_cluster")
     if cluster is not None:
         report.sections.append(("Throwaway PostgreSQL log", cluster.log()[-20000:]))
