@@ -5,7 +5,8 @@ directory, and is gone after the test. The machine's shared servers (5432, 6379)
 sessions use, are never touched.
 
 - ``RedisServer``: a ``redis-server`` that keeps nothing on disk, like Callboard's production
-  Redis, so a restart comes back empty.
+  Redis, so a restart comes back empty; given a certificate and key, it speaks TLS only
+  (``rediss://``), as Heroku Redis does.
 - ``PostgresCluster``: a cluster made with ``initdb`` and run with ``pg_ctl`` as the ``postgres``
   user (PostgreSQL refuses to run as root), with trust authentication on 127.0.0.1.
 """
@@ -35,13 +36,29 @@ START_TIMEOUT = 30.0
 
 
 class RedisServer:
-    """A ``redis-server`` on a free port that keeps nothing on disk."""
+    """A ``redis-server`` on a free port that keeps nothing on disk.
 
-    def __init__(self, work_dir: Path) -> None:
+    With ``tls_cert_file`` and ``tls_key_file`` (PEM), it listens for TLS only: its ``url`` is
+    ``rediss://``, plain TCP is off, and clients need no certificate of their own. The
+    certificate is also its CA file, so a self-signed one works as it does on Heroku Redis.
+    """
+
+    def __init__(
+        self,
+        work_dir: Path,
+        *,
+        tls_cert_file: Path | None = None,
+        tls_key_file: Path | None = None,
+    ) -> None:
+        if (tls_cert_file is None) != (tls_key_file is None):
+            raise ValueError("TLS needs both tls_cert_file and tls_key_file")
         self.work_dir = work_dir
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.tls_cert_file = tls_cert_file
+        self.tls_key_file = tls_key_file
+        self.tls = tls_cert_file is not None
+        self.url = f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
         self.log_path = work_dir / "redis.log"
         self.process: subprocess.Popen | None = None
         self.starts = 0
@@ -55,8 +72,7 @@ class RedisServer:
             self.process = subprocess.Popen(
                 [
                     "redis-server",
-                    "--port",
-                    str(self.port),
+                    *self._listen_options(),
                     "--bind",
                     "127.0.0.1",
                     "--save",
@@ -71,7 +87,29 @@ class RedisServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_until(self._answers, timeout=START_TIMEOUT, interval=0.02, message="redis-server")
+        wait_until(self._started, timeout=START_TIMEOUT, interval=0.02, message="redis-server")
+
+    def _listen_options(self) -> list[str]:
+        if not self.tls:
+            return ["--port", str(self.port)]
+        return [
+            "--port", "0",  # no plain TCP: TLS only
+            "--tls-port", str(self.port),
+            "--tls-cert-file", str(self.tls_cert_file),
+            "--tls-key-file", str(self.tls_key_file),
+            "--tls-ca-cert-file", str(self.tls_cert_file),
+            "--tls-auth-clients", "no",
+        ]  # fmt: skip
+
+    def _started(self) -> bool:
+        # A server that exited (a bad option, say, or a build without TLS) fails at once, with
+        # its log, instead of after the whole start timeout.
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(
+                f"redis-server exited with code {self.process.returncode} at start; its log:\n"
+                + self.log_path.read_text(errors="replace")[-4000:]
+            )
+        return self._answers()
 
     def kill(self) -> None:
         """Kill the server with SIGKILL, as a crash would; every message it held is lost."""
@@ -89,8 +127,10 @@ class RedisServer:
         return self.process is not None and self.process.poll() is None
 
     def client(self) -> redis.Redis:
-        """A client for this server (the caller closes it)."""
-        return redis.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=5)
+        """A client for this server (the caller closes it); over TLS, it accepts the server's
+        certificate unverified."""
+        tls = {"ssl_cert_reqs": "none"} if self.tls else {}
+        return redis.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=5, **tls)
 
     def _answers(self) -> bool:
         client = self.client()
