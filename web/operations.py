@@ -83,12 +83,7 @@ class WorkersResource:
         try:
             workers = live_workers(self.broker.client)
         except redis.RedisError as exc:
-            raise Problem(
-                falcon.HTTP_503,
-                title="Service unavailable",
-                detail=f"Redis, which holds the heartbeats, is unreachable: {exc}",
-                headers={"Retry-After": "5"},
-            ) from None
+            raise _redis_unavailable("the heartbeats", exc) from None
         resp.media = {"workers": workers}
 
 
@@ -125,12 +120,7 @@ class StatsResource:
             queues = self.broker.queue_stats([*REGISTRY, REBALANCE_QUEUE])
             workers = live_workers(self.broker.client)
         except redis.RedisError as exc:
-            raise Problem(
-                falcon.HTTP_503,
-                title="Service unavailable",
-                detail=f"Redis, which holds the queues and heartbeats, is unreachable: {exc}",
-                headers={"Retry-After": "5"},
-            ) from None
+            raise _redis_unavailable("the queues and heartbeats", exc) from None
         live = {w["worker_id"] for w in workers}
         resp.media = {
             "queues": queues,
@@ -138,3 +128,12 @@ class StatsResource:
             "workers": workers,
             "dead_workers": [w for w in holders if w not in live],
         }
+
+
+def _redis_unavailable(holds: str, error: redis.RedisError) -> Problem:
+    return Problem(
+        falcon.HTTP_503,
+        title="Service unavailable",
+        detail=f"Redis, which holds {holds}, is unreachable: {error}",
+        headers={"Retry-After": "5"},
+    )
