@@ -13,6 +13,8 @@ import psycopg2
 import pytest
 import redis
 
+from scripts.benchmark.runner import MARKER, marked_pids
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULT_KEYS = {
     "e2e_batch_vs_dramatiq",
@@ -24,8 +26,6 @@ RESULT_KEYS = {
     "idle_latency_p99_ms",
     "max_rss_mb",
 }
-#: The benchmark marks every process it starts with this variable (``scripts/benchmark/runner``).
-MARKER = "CALLBOARD_BENCH_RUN"
 #: Redis db numbers the smoke run may use; the test session's own is skipped.
 REDIS_DB_CANDIDATES = range(2, 14)
 RUN_TIMEOUT = 150
@@ -67,7 +67,7 @@ def test_a_quick_benchmark_ends_with_a_result_line_and_leaves_nothing_behind():
         value = float(text)
         assert math.isfinite(value) and value > 0, f"{key}={text}"
     # And nothing it started runs any more, its database is gone and its Redis db is empty.
-    assert _marked_pids(run_id) == []
+    assert marked_pids(run_id) == []
     assert not _database_exists(database)
     assert _redis(redis_db).dbsize() == 0
 
@@ -93,19 +93,3 @@ def _database_exists(name: str) -> bool:
             return cur.fetchone() is not None
     finally:
         conn.close()
-
-
-def _marked_pids(run_id: str) -> list[int]:
-    marker = f"{MARKER}={run_id}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if marker in environ.split(b"\0") and stat[stat.rindex(")") + 2] != "Z":
-            found.append(int(entry.name))
-    return found
